@@ -1,0 +1,27 @@
+# Two commands on a fresh machine with Python 3.11: `make demo`, `make test`.
+# Each creates its own virtualenv (.venv) on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The prepared offline Omniglot copy beside the checkout (see ../shared/data/README.md).
+export TFDS_DATA_DIR ?= $(abspath ../shared/data/tfds)
+
+.PHONY: demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,examples]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m examples.estimator_showdown --out runs/showdown
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -n 2 tests
+
+bench: $(VENV)/.installed
+	$(PY) -m benchmarks.run_all --out benchmarks/results
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,194 @@
+"""Population machinery shared by every sampling estimator, written once.
+
+Three ideas keep populations cheap and reproducible:
+
+* **Keyed members.** Member ``i``'s direction is regenerated on demand from
+  ``fold_in(key, i)`` (antithetic pairs share ``fold_in(key, i // 2)`` with
+  opposite signs). No ``P x D`` matrix is ever stored, and a member's noise
+  does not depend on how the population is chunked or sharded.
+* **Chunks.** Members are evaluated ``chunk_size`` at a time (``vmap`` inside
+  ``scan``), so peak memory is ``O(chunk_size * D)`` instead of ``O(P * D)``.
+* **Devices.** Under ``pmap``/``shard_map`` with ``axis_name``, each device
+  takes a contiguous block of member indices; the per-member values (scalars)
+  are all-gathered so every device computes the same weights, and the
+  weighted direction sums are ``psum``-ed (the allreduce of es_protonet_tpu.txt
+  section II-F). Because noise is keyed by the global index, the result for a
+  key is the same on 1 or N devices, up to float summation order.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def num_shards(axis_name: str | None) -> int:
+  return 1 if axis_name is None else int(jax.lax.axis_size(axis_name))
+
+
+def local_indices(num_members: int, axis_name: str | None) -> Array:
+  """Global member indices handled by this device (all of them off-axis)."""
+  shards = num_shards(axis_name)
+  if num_members % shards:
+    raise ValueError(
+        f"`population` ({num_members}) must be divisible by the size of axis "
+        f"{axis_name!r} ({shards}) to split members evenly across devices.")
+  per_shard = num_members // shards
+  start = 0 if axis_name is None else jax.lax.axis_index(axis_name) * per_shard
+  return start + jnp.arange(per_shard)
+
+
+def gather(values: Array, axis_name: str | None) -> Array:
+  """Concatenates per-device member values in global member order."""
+  if axis_name is None:
+    return values
+  return jax.lax.all_gather(values, axis_name, tiled=True)
+
+
+def allreduce(x: Array, axis_name: str | None) -> Array:
+  return x if axis_name is None else jax.lax.psum(x, axis_name)
+
+
+def map_members(fn: Callable[[Array], Array], indices: Array,
+                chunk_size: int | None) -> Array:
+  """``vmap(fn)(indices)`` evaluated ``chunk_size`` members at a time."""
+  if chunk_size is None or chunk_size >= indices.shape[0]:
+    return jax.vmap(fn)(indices)
+  return jax.lax.map(fn, indices, batch_size=chunk_size)
+
+
+def gaussian_direction(key: Array, index: Array, size: int, dtype,
+                       *, antithetic: bool, noise: str = "gaussian") -> Array:
+  """Member ``index``'s unit-scale direction: ``N(0, I)`` or its sign."""
+  if antithetic:
+    z = jax.random.normal(jax.random.fold_in(key, index // 2), (size,), dtype)
+    z = jnp.where(index % 2 == 0, z, -z)
+  else:
+    z = jax.random.normal(jax.random.fold_in(key, index), (size,), dtype)
+  if noise == "sign":
+    z = jnp.sign(z)
+  return z
+
+
+def weighted_direction_sum(direction: Callable[[Array], Array], weights: Array,
+                           indices: Array, size: int, dtype,
+                           chunk_size: int | None,
+                           axis_name: str | None) -> Array:
+  """``sum_i weights[i] * direction(indices[i])``, summed over all devices.
+
+  Directions are regenerated chunk by chunk and folded into one accumulator,
+  so only ``chunk_size`` directions are alive at a time.
+  """
+  n = indices.shape[0]
+  chunk = n if chunk_size is None else min(chunk_size, n)
+  num_chunks = -(-n // chunk)
+  pad = num_chunks * chunk - n
+  # Padded members get weight 0 and a valid index, so they add nothing.
+  idx = jnp.pad(indices, (0, pad), mode="edge").reshape(num_chunks, chunk)
+  w = jnp.pad(weights.astype(dtype), (0, pad)).reshape(num_chunks, chunk)
+
+  def body(total, chunk_args):
+    chunk_idx, chunk_w = chunk_args
+    dirs = jax.vmap(direction)(chunk_idx)            # [chunk, D]
+    return total + chunk_w @ dirs, None
+
+  if num_chunks == 1:
+    total = w[0] @ jax.vmap(direction)(idx[0])
+  else:
+    total, _ = jax.lax.scan(body, jnp.zeros((size,), dtype), (idx, w))
+  return allreduce(total, axis_name)
+
+
+def finite_mask(values: Array) -> Array:
+  return jnp.isfinite(values)
+
+
+def masked_standardize(values: Array, mask: Array) -> Array:
+  """``(v - mean) / std`` over finite members; 0 where masked or std == 0.
+
+  Members with a non-finite loss are dropped (weight 0) rather than poisoning
+  the mean and standard deviation; all-equal losses give zero weights, not
+  ``0 / 0``.
+  """
+  n = jnp.maximum(mask.sum(), 1)
+  safe = jnp.where(mask, values, 0.0)
+  mean = safe.sum() / n
+  centred = jnp.where(mask, values - mean, 0.0)
+  std = jnp.sqrt((centred**2).sum() / n)
+  # Relative threshold: a std at float rounding level of the mean is "equal".
+  tiny = jnp.finfo(values.dtype).eps * jnp.maximum(jnp.abs(mean), 1.0) * 4
+  return jnp.where((std > tiny) & mask, centred / jnp.where(std > tiny, std, 1.0), 0.0)
+
+
+def centered_ranks(values: Array, mask: Array) -> Array:
+  """Ranks of finite members mapped linearly onto [-0.5, 0.5] (OpenAI-ES).
+
+  Ties share their mean rank (so all-equal losses give zero weights); members
+  with a non-finite loss get weight 0 and take no part in the ranking.
+  O(P log P) via a sort, never a P x P comparison matrix.
+  """
+  v = jnp.where(mask, values, jnp.inf)
+  ordered = jnp.sort(v)
+  low = jnp.searchsorted(ordered, v, side="left")
+  high = jnp.searchsorted(ordered, v, side="right") - 1
+  rank = 0.5 * (low + high).astype(values.dtype)
+  n = mask.sum()
+  shaped = rank / jnp.maximum(n - 1, 1).astype(values.dtype) - 0.5
+  return jnp.where(mask & (n > 1), shaped, 0.0)
+
+
+def coordinate_values(fn: Callable[[Array], Array], size: int,
+                      chunk_size: int | None, axis_name: str | None) -> Array:
+  """``[fn(j) for j in range(size)]``, chunked and split across devices.
+
+  Used by the basis-direction estimators (finite differences, forward mode),
+  whose "population" is one member per coordinate. Coordinates are padded up
+  to a multiple of the device count; padded entries are computed on a valid
+  coordinate and dropped.
+  """
+  shards = num_shards(axis_name)
+  per_shard = -(-size // shards)
+  start = 0 if axis_name is None else jax.lax.axis_index(axis_name) * per_shard
+  idx = start + jnp.arange(per_shard)
+  vals = map_members(lambda j: fn(jnp.minimum(j, size - 1)), idx, chunk_size)
+  return gather(vals, axis_name)[:size]
+
+
+def perturbation_gradient(loss_fn: Callable, params, key: Array, *,
+                          sigma, population: int, antithetic: bool,
+                          shape_weights: Callable[[Array, Array], Array],
+                          noise_scale: Callable[[Array], Array],
+                          chunk_size: int | None, axis_name: str | None):
+  """``noise_scale(n) * sum_i w_i z_i`` with ``(w, n) = shape_weights(L, finite)``,
+  ``L_i = loss_fn(theta + sigma z_i)``, ``z_i ~ N(0, I)``; ``n`` counts the
+  members that were kept (finite losses).
+
+  The common skeleton of every Gaussian-perturbation estimator: evaluate the
+  population (chunked, sharded), turn losses into weights (identically on every
+  device, from the gathered losses), then sum the regenerated directions.
+  """
+  from . import _tree  # local: keeps this module free of pytree concerns
+  theta, unflatten = _tree.flatten(params)
+  size, dtype = theta.shape[0], theta.dtype
+  sigma = jnp.asarray(sigma, dtype)
+
+  def direction(i):
+    return gaussian_direction(key, i, size, dtype, antithetic=antithetic)
+
+  def member_loss(i):
+    return loss_fn(unflatten(theta + sigma * direction(i))).astype(dtype)
+
+  indices = local_indices(population, axis_name)
+  losses = gather(map_members(member_loss, indices, chunk_size), axis_name)
+  finite = finite_mask(losses)
+  weights, kept = shape_weights(losses, finite)
+  weights = weights * noise_scale(kept.astype(dtype))
+  # Each device sums only its own members' directions, then psum.
+  local_weights = weights[indices] if axis_name is not None else weights
+  grad = weighted_direction_sum(direction, local_weights, indices, size, dtype,
+                                chunk_size, axis_name)
+  return unflatten(grad)

@@ -1,0 +1,80 @@
+"""Gaussian-smoothing evolution strategies (OpenAI-ES / NES search gradient)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from . import _checks, _population
+
+SHAPINGS = ("none", "standardize", "centered_rank")
+
+
+def _shape_weights(shaping: str, antithetic: bool):
+  """``(losses, finite) -> (weights, members kept)`` for one shaping."""
+
+  def shape(losses, finite):
+    if shaping == "standardize":
+      return _population.masked_standardize(losses, finite), finite.sum()
+    if shaping == "centered_rank":
+      return _population.centered_ranks(losses, finite), finite.sum()
+    if antithetic:
+      # sum_i L_i eps_i over a +/- pair is (L+ - L-) z: use the difference, so
+      # a constant loss gives exactly 0 and large loss offsets cancel before
+      # summation. A pair with a non-finite member is dropped whole.
+      pair_ok = finite.reshape(-1, 2).all(axis=1)
+      pairs = jnp.where(finite, losses, 0.0).reshape(-1, 2)
+      half = jnp.where(pair_ok, 0.5 * (pairs[:, 0] - pairs[:, 1]), 0.0)
+      return jnp.stack([half, -half], axis=1).reshape(-1), 2 * pair_ok.sum()
+    return jnp.where(finite, losses, 0.0), finite.sum()
+
+  return shape
+
+
+def es(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
+       sigma: float, population: int, antithetic: bool = True,
+       shaping: str = "none", chunk_size: int | None = None,
+       axis_name: str | None = None) -> Any:
+  """Search gradient ``g = 1/(n sigma) sum_i f(L_i) z_i``, ``z_i ~ N(0, I)``.
+
+  ``L_i = L(theta + sigma z_i)``. With ``shaping="none"`` (``f`` = identity)
+  this is the unbiased Monte-Carlo estimate of the gradient of the smoothed
+  loss, ``grad E[L(theta + sigma z)] = E[L(theta + sigma z) z] / sigma``
+  (the log-likelihood trick, es_protonet_tpu.txt eq. 4-6). ``"standardize"``
+  uses ``f(L) = (L - mean) / std`` and ``"centered_rank"`` the ranks mapped to
+  [-0.5, 0.5] (Salimans et al., 2017); both are biased but scale-free.
+  ``antithetic`` pairs ``z, -z`` (mirrored sampling) cut the variance.
+
+  Non-finite losses: such members (with antithetic ``"none"``: their whole
+  pair) get weight 0 and are left out of the shaping statistics; n counts the
+  members kept (the gradient is zero if none is finite).
+
+  Args:
+    loss_fn: ``params -> scalar``.
+    params: pytree of floating arrays.
+    key: PRNG key; member i's noise comes from ``fold_in(key, i)``.
+    sigma: smoothing scale (> 0).
+    population: number of members P (even when ``antithetic``).
+    antithetic: use +/- pairs.
+    shaping: ``"none"``, ``"standardize"`` or ``"centered_rank"``.
+    chunk_size: members evaluated at once; peak memory O(chunk_size * D).
+    axis_name: inside ``pmap``/``shard_map``, split the population over this
+      axis; every device returns the same (all-reduced) gradient.
+
+  Returns:
+    A pytree shaped and typed like ``params`` (a gradient: subtract it to
+    descend).
+  """
+  _checks.positive("sigma", sigma)
+  population = _checks.population(population, antithetic=antithetic)
+  shaping = _checks.choice("shaping", shaping, SHAPINGS)
+  chunk_size = _checks.chunk_size(chunk_size)
+  _checks.float_pytree("params", params)
+  _checks.scalar_loss("loss_fn", loss_fn, params)
+  return _population.perturbation_gradient(
+      loss_fn, params, key, sigma=sigma, population=population,
+      antithetic=antithetic, shape_weights=_shape_weights(shaping, antithetic),
+      noise_scale=lambda n: 1.0 / (jnp.maximum(n, 1) * sigma),
+      chunk_size=chunk_size, axis_name=axis_name)

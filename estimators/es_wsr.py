@@ -1,0 +1,57 @@
+"""ES with Weighted Standardized Rewards (WSR), es_protonet_tpu.txt eq. (9)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from . import _checks, _population
+
+
+def es_wsr(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
+           sigma: float = 0.01, population: int = 64, antithetic: bool = False,
+           chunk_size: int | None = None, axis_name: str | None = None) -> Any:
+  """Exactly eq. (9) of es_protonet_tpu.txt (ES-ProtoNet on TPUs):
+
+      eps_i ~ N(0, sigma^2 I),   L_i = L(theta + eps_i),
+      w_i = (L_i - mean_j L_j) / std_j L_j,
+      g = (1/P) sum_i w_i eps_i.
+
+  Unlike :func:`es` there is no ``1/sigma``: the displacement ``eps_i`` itself
+  carries the scale ``sigma``, so the paper's step sizes (alpha = 1 with
+  sigma = 0.01, alpha = 10 with sigma = 0.1, Table I) transfer unchanged to
+  ``theta <- theta - alpha * g``. The paper writes rewards F = -L and ascends;
+  here ``w`` is built from the loss, so ``g`` points uphill in the loss and is
+  used like a gradient (subtracted), as for every estimator in this package.
+
+  Non-finite losses get weight 0 and are excluded from mean, std and P; if
+  all losses are equal (std = 0) the gradient is exactly zero.
+
+  Args:
+    loss_fn: ``params -> scalar``.
+    params: pytree of floating arrays.
+    key: PRNG key; member i's noise comes from ``fold_in(key, i)``.
+    sigma: standard deviation of the displacements (> 0).
+    population: P (>= 2; even when ``antithetic``).
+    antithetic: use +/- pairs (not in the paper; off by default).
+    chunk_size: members evaluated at once; peak memory O(chunk_size * D).
+    axis_name: inside ``pmap``/``shard_map``, split the population over this
+      axis (section II-F: each core evaluates its members, the gradient is
+      all-reduced).
+
+  Returns:
+    A pytree shaped and typed like ``params``.
+  """
+  _checks.positive("sigma", sigma)
+  population = _checks.population(population, antithetic=antithetic)
+  chunk_size = _checks.chunk_size(chunk_size)
+  _checks.float_pytree("params", params)
+  _checks.scalar_loss("loss_fn", loss_fn, params)
+  # eps_i = sigma * z_i, so (1/P) sum w_i eps_i = (sigma / P) sum w_i z_i.
+  return _population.perturbation_gradient(
+      loss_fn, params, key, sigma=sigma, population=population,
+      antithetic=antithetic, shape_weights=lambda l, ok: (_population.masked_standardize(l, ok), ok.sum()),
+      noise_scale=lambda n: sigma / jnp.maximum(n, 1),
+      chunk_size=chunk_size, axis_name=axis_name)

@@ -1,0 +1,109 @@
+"""EvoGrad hypergradients (Bohdal, Yang & Hospedales, 2021; evograd.txt section 3.2)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from . import _checks, _population, _tree
+from .backprop import backprop
+
+NOISES = ("gaussian", "sign")
+
+
+def _check_bilevel(train_loss, params, hparams, val_loss=None):
+  _checks.float_pytree("params", params)
+  _checks.float_pytree("hparams", hparams)
+  _checks.scalar_loss("train_loss", train_loss, params, hparams)
+  if val_loss is not None:
+    _checks.scalar_loss("val_loss", val_loss, params, hparams)
+
+
+def evolutionary_step(train_loss: Callable[[Any, Any], jax.Array], params: Any,
+                      hparams: Any, key: jax.Array, *, population: int = 2,
+                      sigma: float = 1e-3, temperature: float = 0.05,
+                      noise: str = "gaussian",
+                      chunk_size: int | None = None) -> Any:
+  """The putative evolutionary inner update theta* of evograd.txt section 3.2:
+
+      theta_k = theta + eps_k,              k = 1..K
+      l_k     = train_loss(theta_k, lambda)
+      w       = softmax(-l / tau)
+      theta*  = sum_k w_k theta_k  (= theta + sum_k w_k eps_k, since sum w = 1)
+
+  ``eps_k ~ N(0, sigma^2 I)`` (``noise="gaussian"``) or
+  ``sigma * sign(N(0, I))`` (``noise="sign"``, as in the authors' code and
+  section 4.2). theta* is a differentiable function of ``hparams`` through
+  the weights ``w`` alone, so ``grad`` of any loss at theta* needs first-order
+  derivatives only. Members with a non-finite training loss get weight 0
+  (theta* = theta if none is finite).
+
+  Returns:
+    theta*, a pytree shaped and typed like ``params``.
+  """
+  _checks.positive("sigma", sigma)
+  _checks.positive("temperature", temperature)
+  population = _checks.population(population, antithetic=False)
+  noise = _checks.choice("noise", noise, NOISES)
+  chunk_size = _checks.chunk_size(chunk_size)
+  _check_bilevel(train_loss, params, hparams)
+  theta, unflatten = _tree.flatten(params)
+  size, dtype = theta.shape[0], theta.dtype
+
+  def displacement(k):
+    return sigma * _population.gaussian_direction(
+        key, k, size, dtype, antithetic=False, noise=noise)
+
+  def member_loss(k):
+    return train_loss(unflatten(theta + displacement(k)), hparams).astype(dtype)
+
+  members = jnp.arange(population)
+  losses = _population.map_members(member_loss, members, chunk_size)
+  finite = jnp.isfinite(losses)
+  logits = jnp.where(finite, -losses / temperature, -jnp.inf)
+  weights = jnp.where(finite.any(), jax.nn.softmax(jnp.where(
+      finite.any(), logits, 0.0)), 0.0)
+  step = _population.weighted_direction_sum(
+      displacement, weights, members, size, dtype, chunk_size, None)
+  return unflatten(theta + step)
+
+
+def evograd(train_loss: Callable[[Any, Any], jax.Array],
+            val_loss: Callable[[Any, Any], jax.Array], params: Any,
+            hparams: Any, key: jax.Array, *, population: int = 2,
+            sigma: float = 1e-3, temperature: float = 0.05,
+            noise: str = "gaussian", chunk_size: int | None = None) -> Any:
+  """EvoGrad hypergradient ``d val_loss(theta*(lambda), lambda) / d lambda``.
+
+  evograd.txt eq. for dl_V/dlambda (Table 1): reverse mode through
+  :func:`evolutionary_step` only, no second-order terms and no longer graph
+  than one forward pass of K candidates. Defaults follow section 4.2
+  (K = 2, tau = 0.05, sigma = 1e-3).
+
+  Returns:
+    A pytree shaped and typed like ``hparams``.
+  """
+  _check_bilevel(train_loss, params, hparams, val_loss)
+  objective = evolutionary_objective(
+      train_loss, val_loss, params, key, population=population, sigma=sigma,
+      temperature=temperature, noise=noise, chunk_size=chunk_size)
+  return backprop(objective, hparams)
+
+
+def evolutionary_objective(train_loss: Callable[[Any, Any], jax.Array],
+                           val_loss: Callable[[Any, Any], jax.Array],
+                           params: Any, key: jax.Array,
+                           **step_kwargs) -> Callable[[Any], jax.Array]:
+  """``hparams -> val_loss(evolutionary_step(...), hparams)``.
+
+  The bilevel objective EvoGrad differentiates, as a plain ``loss_fn`` so that
+  any first-order estimator of this package (``es``, ``forward_mode``,
+  ``finite_difference``, ...) can be applied to it as well.
+  """
+  def objective(hparams):
+    theta_star = evolutionary_step(train_loss, params, hparams, key,
+                                   **step_kwargs)
+    return val_loss(theta_star, hparams)
+  return objective

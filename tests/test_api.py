@@ -1,0 +1,96 @@
+"""The calling convention every estimator shares, and bad-input errors."""
+
+import functools
+
+import chex
+import hypothesis
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from metagrad import estimators
+from helpers import FLOAT_DTYPES, pytrees, smooth_loss
+
+FIRST_ORDER = {
+    "backprop": estimators.backprop,
+    "forward_mode": functools.partial(estimators.forward_mode, chunk_size=4),
+    "forward_gradient": functools.partial(estimators.forward_gradient, num_directions=3),
+    "es": functools.partial(estimators.es, sigma=0.1, population=4),
+    "es_wsr": functools.partial(estimators.es_wsr, population=4),
+    "finite_difference": functools.partial(estimators.finite_difference, step=0.05),
+}
+
+
+def test_public_api():
+  assert set(estimators.FIRST_ORDER) == set(FIRST_ORDER)
+  for name in estimators.__all__:
+    assert getattr(estimators, name) is not None
+
+
+@pytest.mark.parametrize("name", sorted(FIRST_ORDER))
+@hypothesis.given(params=pytrees(dtypes=FLOAT_DTYPES))
+def test_grads_have_structure_shapes_and_dtypes_of_params(name, params):
+  grads = FIRST_ORDER[name](smooth_loss, params, jax.random.PRNGKey(0))
+  chex.assert_trees_all_equal_shapes_and_dtypes(grads, params)
+  chex.assert_tree_all_finite(grads)
+
+
+@pytest.mark.parametrize("name", sorted(FIRST_ORDER))
+def test_jit_vmap_and_same_key(name):
+  params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.zeros(3)}
+  est = FIRST_ORDER[name]
+  keys = jax.random.split(jax.random.PRNGKey(0), 3)
+  batched = jax.jit(jax.vmap(lambda k: est(smooth_loss, params, k)))(keys)
+  for i in range(3):
+    single = est(smooth_loss, params, keys[i])
+    chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x: x[i], batched), single,
+                                rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_equal(est(smooth_loss, params, keys[0]), est(smooth_loss, params, keys[0]))
+
+
+BAD_INPUTS = [
+    ("es", dict(sigma=0.0, population=4), "sigma"),
+    ("es", dict(sigma=-1.0, population=4), "sigma"),
+    ("es", dict(sigma=float("nan"), population=4), "sigma"),
+    ("es", dict(sigma=0.1, population=1), "population"),
+    ("es", dict(sigma=0.1, population=5), "population"),  # odd with antithetic
+    ("es", dict(sigma=0.1, population=4.0), "population"),
+    ("es", dict(sigma=0.1, population=4, chunk_size=0), "chunk_size"),
+    ("es", dict(sigma=0.1, population=4, shaping="rank"), "shaping"),
+    ("es_wsr", dict(sigma=0.0), "sigma"),
+    ("es_wsr", dict(population=1), "population"),
+    ("es_wsr", dict(population=5, antithetic=True), "population"),
+    ("es_wsr", dict(chunk_size=-2), "chunk_size"),
+    ("finite_difference", dict(step=0.0), "step"),
+    ("finite_difference", dict(step=-1e-3), "step"),
+    ("finite_difference", dict(chunk_size=0), "chunk_size"),
+    ("forward_mode", dict(chunk_size=0), "chunk_size"),
+    ("forward_gradient", dict(num_directions=0), "num_directions"),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,arg", BAD_INPUTS)
+def test_bad_hyperparameter_names_the_argument(name, kwargs, arg):
+  fn = getattr(estimators, name)
+  with pytest.raises(ValueError, match=arg):
+    fn(smooth_loss, {"x": jnp.ones(3)}, jax.random.PRNGKey(0), **kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(FIRST_ORDER))
+def test_non_scalar_loss_and_integer_leaves(name):
+  est = FIRST_ORDER[name]
+  with pytest.raises(ValueError, match="loss_fn"):
+    est(lambda p: p["x"] * 2.0, {"x": jnp.ones(3)}, jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="params"):
+    est(lambda p: p["x"].sum() * 1.0, {"x": jnp.arange(3)}, jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="params"):
+    est(lambda p: jnp.float32(0.0), {}, jax.random.PRNGKey(0))
+
+
+def test_traced_sigma_is_accepted():
+  params = {"x": jnp.ones(3)}
+  g = jax.jit(lambda s: estimators.es(smooth_loss, params, jax.random.PRNGKey(0),
+                                      sigma=s, population=4))(0.1)
+  ref = estimators.es(smooth_loss, params, jax.random.PRNGKey(0), sigma=0.1, population=4)
+  chex.assert_trees_all_close(g, ref, rtol=1e-5)

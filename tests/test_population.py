@@ -1,0 +1,78 @@
+"""Shared population machinery: device-count invariance, shaping helpers."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from metagrad import estimators
+from metagrad.estimators import _population
+from helpers import Quadratic, flat32
+
+SHARDED = {
+    "es": functools.partial(estimators.es, sigma=0.1, population=16, chunk_size=3),
+    "es_centered_rank": functools.partial(estimators.es, sigma=0.1, population=16,
+                                          shaping="centered_rank"),
+    "es_wsr": functools.partial(estimators.es_wsr, population=24, chunk_size=2),
+    "forward_gradient": functools.partial(estimators.forward_gradient, num_directions=8),
+    "finite_difference": functools.partial(estimators.finite_difference, chunk_size=2,
+                                           step=1e-2, scheme="central"),
+    "forward_mode": functools.partial(estimators.forward_mode, chunk_size=2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHARDED))
+def test_same_result_on_1_2_4_8_devices(name):
+  estimator = SHARDED[name]
+  q = Quadratic(dim=7)  # 7 coordinates: not divisible by the device counts
+  key = jax.random.PRNGKey(42)
+  single = flat32(estimator(q.loss, q.params, key))
+  for n in (1, 2, 4, 8):
+    run = jax.pmap(lambda k: flat32(estimator(q.loss, q.params, k, axis_name="d")),
+                   axis_name="d", devices=jax.devices()[:n])
+    out = np.asarray(run(jnp.stack([key] * n)))
+    for device_result in out:  # every device holds the full, identical gradient
+      np.testing.assert_allclose(device_result, single, rtol=5e-5, atol=1e-5)
+
+
+def test_shard_map_axis():
+  from jax.sharding import Mesh, PartitionSpec as P
+  q = Quadratic(dim=5)
+  key = jax.random.PRNGKey(0)
+  mesh = Mesh(np.array(jax.devices()[:4]), ("pop",))
+  fn = jax.shard_map(lambda k: flat32(estimators.es_wsr(q.loss, q.params, k, population=8,
+                                                        axis_name="pop"))[None],
+                     mesh=mesh, in_specs=P(), out_specs=P("pop"))
+  out = np.asarray(fn(key))
+  np.testing.assert_allclose(out[0], flat32(estimators.es_wsr(q.loss, q.params, key, population=8)),
+                             rtol=1e-5, atol=1e-7)
+
+
+def test_population_not_divisible_by_devices():
+  q = Quadratic(dim=3)
+  run = jax.pmap(lambda k: estimators.es(q.loss, q.params, k, sigma=0.1, population=6,
+                                         axis_name="d"), axis_name="d", devices=jax.devices()[:4])
+  with pytest.raises(ValueError, match="population.*divisible"):
+    run(jnp.stack([jax.random.PRNGKey(0)] * 4))
+
+
+def test_centered_ranks_ties_and_masks():
+  v = jnp.array([3.0, 1.0, 2.0, 2.0, jnp.nan])
+  r = _population.centered_ranks(v, jnp.isfinite(v))
+  np.testing.assert_allclose(r, [0.5, -0.5, 0.0, 0.0, 0.0])
+
+
+def test_masked_standardize():
+  v = jnp.array([1.0, 2.0, 3.0, jnp.inf])
+  w = _population.masked_standardize(v, jnp.isfinite(v))
+  ref = (np.array([1, 2, 3]) - 2) / np.std([1, 2, 3])
+  np.testing.assert_allclose(w, list(ref) + [0.0], rtol=1e-6)
+
+
+def test_antithetic_pairs_mirror():
+  key = jax.random.PRNGKey(0)
+  a = _population.gaussian_direction(key, jnp.int32(4), 6, jnp.float32, antithetic=True)
+  b = _population.gaussian_direction(key, jnp.int32(5), 6, jnp.float32, antithetic=True)
+  np.testing.assert_array_equal(a, -b)
