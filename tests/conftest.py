@@ -15,3 +15,18 @@ hypothesis.settings.register_profile(
     "metagrad", max_examples=12, deadline=None, derandomize=True,
     suppress_health_check=[hypothesis.HealthCheck.too_slow])
 hypothesis.settings.load_profile("metagrad")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def omniglot():
+  """All 1623 characters at 28x28. In CI (CI=true) a missing dataset fails."""
+  from metagrad import tasks
+  try:
+    return tasks.load_omniglot(image_size=28)
+  except tasks.DatasetNotFoundError:
+    if os.environ.get("CI", "").lower() == "true":
+      raise
+    pytest.skip("prepared Omniglot not found (set TFDS_DATA_DIR)")

@@ -1,0 +1,78 @@
+"""The 4-block convolutional network of ProtoNet / MAML, stateless."""
+
+from __future__ import annotations
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+POOLINGS = ("flatten", "global_mean")
+
+
+class BatchStatNorm(hk.Module):
+  """Batch normalisation with the current batch's statistics and no state.
+
+  As in MAML and ProtoNet training (Finn et al. 2017; Snell et al. 2017), the
+  mean and variance come from the batch being processed (support or query
+  set), so the network needs no ``hk.State`` and stays a pure function of its
+  parameters: learned scale (init 1) and offset (init 0) per channel.
+  """
+
+  def __init__(self, eps: float = 1e-5, name: str | None = None):
+    super().__init__(name=name)
+    self.eps = eps
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    channels = x.shape[-1]
+    scale = hk.get_parameter("scale", (channels,), x.dtype, init=jnp.ones)
+    offset = hk.get_parameter("offset", (channels,), x.dtype, init=jnp.zeros)
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axes, keepdims=True)
+    var = jnp.var(x, axes, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + self.eps) * scale + offset
+
+
+def conv4(*, channels: int = 64, num_blocks: int = 4, num_classes: int | None = None,
+          pooling: str = "flatten") -> hk.Transformed:
+  """Stateless conv4: ``num_blocks`` x [3x3 conv -> batch-stat norm -> ReLU -> 2x2 max-pool].
+
+  es_protonet_tpu.txt section III-B (channels 16/32/64 in its tables);
+  meta_optimizers_kronecker.txt Fig. 3 / A.1.2 drops blocks (1-4 layers).
+  With 28x28 inputs, 64 channels, 4 blocks and a 10-way head this has the
+  112,586 parameters quoted in A.1.2 of meta_optimizers_kronecker.txt.
+
+  Args:
+    channels: filters in every block.
+    num_blocks: 1 to 4.
+    num_classes: ``None`` for a ProtoNet embedding; an int adds a linear head
+      (MAML classifier).
+    pooling: ``"flatten"`` the last feature map, or ``"global_mean"`` it over
+      space (keeps the head's input at ``channels`` when blocks are dropped,
+      as the SCNN of meta_optimizers_kronecker.txt A.1.2).
+
+  Returns:
+    ``hk.Transformed`` with ``init(rng, images)`` and
+    ``apply(params, images)``; images are ``[batch, H, W, C]``.
+  """
+  if not 1 <= num_blocks <= 4:
+    raise ValueError(f"`num_blocks` must be between 1 and 4, got {num_blocks}.")
+  if channels < 1:
+    raise ValueError(f"`channels` must be positive, got {channels}.")
+  if pooling not in POOLINGS:
+    raise ValueError(f"`pooling` must be one of {POOLINGS}, got {pooling!r}.")
+
+  def forward(images: jax.Array) -> jax.Array:
+    if images.ndim != 4:
+      raise ValueError(f"conv4 expects images [batch, H, W, C], got shape {images.shape}.")
+    x = images
+    for i in range(num_blocks):
+      x = hk.Conv2D(channels, 3, padding="SAME", name=f"conv{i}")(x)
+      x = BatchStatNorm(name=f"norm{i}")(x)
+      x = jax.nn.relu(x)
+      x = hk.max_pool(x, window_shape=(1, 2, 2, 1), strides=(1, 2, 2, 1), padding="VALID")
+    x = x.mean(axis=(1, 2)) if pooling == "global_mean" else x.reshape(x.shape[0], -1)
+    if num_classes is not None:
+      x = hk.Linear(num_classes, name="head")(x)
+    return x
+
+  return hk.without_apply_rng(hk.transform(forward))

@@ -1,0 +1,59 @@
+"""Small stateless networks of the papers: sine MLP, logistic regression, LinNet, LeNet."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+
+def _transform(forward) -> hk.Transformed:
+  return hk.without_apply_rng(hk.transform(forward))
+
+
+def mlp(hidden: Sequence[int] = (40, 40), num_outputs: int = 1) -> hk.Transformed:
+  """ReLU MLP; the default 1 -> 40 -> 40 -> 1 is the sine-regression network
+  of MAML and turtle_stateless_meta_learning.txt section 3.5.2."""
+  def forward(x):
+    return hk.nets.MLP([*hidden, num_outputs], activation=jax.nn.relu)(x)
+  return _transform(forward)
+
+
+def logistic_regression(num_outputs: int = 1) -> hk.Transformed:
+  """Logistic regression logits ``W x + b`` on flattened inputs (one logit for
+  binary tasks, ``num_outputs`` for multinomial)."""
+  def forward(x):
+    return hk.Linear(num_outputs, name="logits")(x.reshape(x.shape[0], -1))
+  return _transform(forward)
+
+
+def linear_network(hidden: Sequence[int] = (64, 64, 64), num_outputs: int = 1) -> hk.Transformed:
+  """LinNet: logistic regression over linear hidden layers (no activations).
+
+  Same capacity as :func:`logistic_regression`, but over-parameterised, which
+  makes it meta-learnable (meta_optimizers_kronecker.txt section 3.2; 3 x 64
+  hidden units in A.1.1, 256-128-64-64 on Omniglot).
+  """
+  def forward(x):
+    h = x.reshape(x.shape[0], -1)
+    for i, width in enumerate(hidden):
+      h = hk.Linear(width, name=f"linear{i}")(h)
+    return hk.Linear(num_outputs, name="logits")(h)
+  return _transform(forward)
+
+
+def lenet(num_classes: int = 10) -> hk.Transformed:
+  """LeNet-5 (LeCun et al. 1998), the base model of evograd.txt section 4.2."""
+  def forward(x):
+    if x.ndim != 4:
+      raise ValueError(f"lenet expects images [batch, H, W, C], got shape {x.shape}.")
+    pool = lambda h: hk.max_pool(h, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    h = pool(jax.nn.relu(hk.Conv2D(6, 5, padding="SAME", name="conv0")(x)))
+    h = pool(jax.nn.relu(hk.Conv2D(16, 5, padding="VALID", name="conv1")(h)))
+    h = h.reshape(h.shape[0], -1)
+    h = jax.nn.relu(hk.Linear(120, name="fc0")(h))
+    h = jax.nn.relu(hk.Linear(84, name="fc1")(h))
+    return hk.Linear(num_classes, name="logits")(h)
+  return _transform(forward)

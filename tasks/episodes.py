@@ -1,0 +1,74 @@
+"""N-way K-shot episodes as a pure, jittable function of a PRNG key."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Episode(NamedTuple):
+  support_x: jax.Array   # [way * shot, H, W, C]
+  support_y: jax.Array   # [way * shot] int32 in 0..way-1
+  query_x: jax.Array     # [way * query, H, W, C]
+  query_y: jax.Array     # [way * query]
+
+
+def check_episode_args(shape, *, way: int, shot: int, query: int) -> None:
+  """ValueError naming the argument when no episode can be drawn."""
+  if len(shape) != 5:
+    raise ValueError(
+        f"`images` must be [classes, examples_per_class, H, W, C] (rank 5), got shape "
+        f"{tuple(shape)}.")
+  classes, examples = shape[0], shape[1]
+  for name, value in (("way", way), ("shot", shot)):
+    if not isinstance(value, int) or value < 1:
+      raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+  if not isinstance(query, int) or query < 0:
+    raise ValueError(f"`query` must be a non-negative int, got {query!r}.")
+  if way > classes:
+    raise ValueError(f"`way` ({way}) is larger than the number of classes ({classes}).")
+  if shot + query > examples:
+    raise ValueError(
+        f"`shot` + `query` ({shot} + {query}) exceeds the examples per class ({examples}).")
+
+
+def sample_episode(key: jax.Array, images: jax.Array, *, way: int, shot: int,
+                   query: int) -> Episode:
+  """Draws ``way`` distinct classes and ``shot + query`` distinct examples of each.
+
+  Class ``k`` of the episode gets label ``k``; which dataset class that is, and
+  the order of examples within the support and query sets, are random. Shapes
+  are static, so this jits, vmaps over a meta-batch of keys, and pmaps.
+
+  Args:
+    key: PRNG key (same key, same episode).
+    images: ``[classes, examples_per_class, H, W, C]`` (a device array).
+    way, shot, query: static episode sizes.
+  """
+  check_episode_args(images.shape, way=way, shot=shot, query=query)
+  k_cls, k_ex, k_sup, k_qry = jax.random.split(key, 4)
+  classes = jax.random.choice(k_cls, images.shape[0], (way,), replace=False)
+  examples = jax.vmap(lambda k: jax.random.permutation(k, images.shape[1])[: shot + query])(
+      jax.random.split(k_ex, way))                                   # [way, shot + query]
+  picked = images[classes[:, None], examples]                       # [way, s + q, H, W, C]
+  labels = jnp.broadcast_to(jnp.arange(way, dtype=jnp.int32)[:, None], (way, shot + query))
+
+  def shuffled(x, y, k):
+    order = jax.random.permutation(k, y.shape[0])
+    return x[order], y[order]
+
+  feat = images.shape[2:]
+  support_x, support_y = shuffled(picked[:, :shot].reshape(-1, *feat),
+                                  labels[:, :shot].reshape(-1), k_sup)
+  query_x, query_y = shuffled(picked[:, shot:].reshape(-1, *feat),
+                              labels[:, shot:].reshape(-1), k_qry)
+  return Episode(support_x, support_y, query_x, query_y)
+
+
+def sample_episodes(key: jax.Array, images: jax.Array, *, num: int, way: int, shot: int,
+                    query: int) -> Episode:
+  """A meta-batch of ``num`` episodes (leading axis ``num``)."""
+  return jax.vmap(lambda k: sample_episode(k, images, way=way, shot=shot, query=query))(
+      jax.random.split(key, num))

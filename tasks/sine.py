@@ -1,0 +1,41 @@
+"""Sine-wave regression tasks (Finn et al. 2017; turtle_stateless_meta_learning.txt 3.5.2)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+AMPLITUDE = (0.1, 5.0)
+PHASE = (0.0, jnp.pi)
+INPUT = (-5.0, 5.0)
+
+
+class SineTask(NamedTuple):
+  amplitude: jax.Array
+  phase: jax.Array
+  support_x: jax.Array   # [shot, 1]
+  support_y: jax.Array   # [shot, 1]
+  query_x: jax.Array     # [query, 1]
+  query_y: jax.Array
+
+
+def sine(x, amplitude, phase):
+  return amplitude * jnp.sin(x - phase)
+
+
+def sample_sine_task(key: jax.Array, *, shot: int = 5, query: int = 10) -> SineTask:
+  """``y = A sin(x - phi)``, ``A ~ U[0.1, 5]``, ``phi ~ U[0, pi]``, ``x ~ U[-5, 5]``."""
+  if shot < 1 or query < 1:
+    raise ValueError(f"`shot` and `query` must be >= 1, got {shot}, {query}.")
+  ka, kp, kx = jax.random.split(key, 3)
+  amplitude = jax.random.uniform(ka, (), minval=AMPLITUDE[0], maxval=AMPLITUDE[1])
+  phase = jax.random.uniform(kp, (), minval=PHASE[0], maxval=PHASE[1])
+  x = jax.random.uniform(kx, (shot + query, 1), minval=INPUT[0], maxval=INPUT[1])
+  y = sine(x, amplitude, phase)
+  return SineTask(amplitude, phase, x[:shot], y[:shot], x[shot:], y[shot:])
+
+
+def sample_sine_tasks(key: jax.Array, *, num: int, shot: int = 5, query: int = 10) -> SineTask:
+  return jax.vmap(lambda k: sample_sine_task(k, shot=shot, query=query))(jax.random.split(key, num))
