@@ -1,8 +1,17 @@
-"""metagrad.models: stateless Haiku models (``hk.Transformed``, plain-dict params)."""
+"""metagrad.models: stateless Haiku models (``hk.Transformed``, plain-dict params),
+the inner loop of optimisation-based meta-learning and its update rules."""
 
 from . import protonet
 from .conv4 import BatchStatNorm, conv4
+from .inner_loop import AdaptResult, UpdateRule, adapt, meta_sgd, sgd
+from .kronecker import cfc, kfc, klin, meta_curvature
+from .meta_lstm import gradient_descent_params, meta_lstm
 from .mlp import lenet, linear_network, logistic_regression, mlp
+from .turtle import turtle
 
-__all__ = ["BatchStatNorm", "conv4", "lenet", "linear_network", "logistic_regression",
-           "mlp", "protonet"]
+__all__ = [
+    "AdaptResult", "BatchStatNorm", "UpdateRule", "adapt", "cfc", "conv4",
+    "gradient_descent_params", "kfc", "klin", "lenet", "linear_network",
+    "logistic_regression", "meta_curvature", "meta_lstm", "meta_sgd", "mlp",
+    "protonet", "sgd", "turtle",
+]
