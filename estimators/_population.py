@@ -175,20 +175,28 @@ def perturbation_gradient(loss_fn: Callable, params, key: Array, *,
   theta, unflatten = _tree.flatten(params)
   size, dtype = theta.shape[0], theta.dtype
   sigma = jnp.asarray(sigma, dtype)
+  # The unit of work is a noise draw z_u: one member, or with antithetic
+  # sampling the pair (theta + sigma z_u, theta - sigma z_u) = members 2u, 2u+1
+  # (the same noise gaussian_direction gives those members). Working per pair
+  # draws each z once, in the loss pass and in the sum pass.
+  per_unit = 2 if antithetic else 1
 
-  def direction(i):
-    return gaussian_direction(key, i, size, dtype, antithetic=antithetic)
+  def draw(u):
+    return jax.random.normal(jax.random.fold_in(key, u), (size,), dtype)
 
-  def member_loss(i):
-    return loss_fn(unflatten(theta + sigma * direction(i))).astype(dtype)
+  def unit_losses(u):
+    z = sigma * draw(u)
+    signs = (1.0, -1.0) if antithetic else (1.0,)
+    return jnp.stack([loss_fn(unflatten(theta + s * z)).astype(dtype) for s in signs])
 
-  indices = local_indices(population, axis_name)
-  losses = gather(map_members(member_loss, indices, chunk_size), axis_name)
+  units = local_indices(population // per_unit, axis_name)
+  losses = gather(map_members(unit_losses, units, chunk_size), axis_name).reshape(-1)
   finite = finite_mask(losses)
   weights, kept = shape_weights(losses, finite)
   weights = weights * noise_scale(kept.astype(dtype))
-  # Each device sums only its own members' directions, then psum.
-  local_weights = weights[indices] if axis_name is not None else weights
-  grad = weighted_direction_sum(direction, local_weights, indices, size, dtype,
-                                chunk_size, axis_name)
+  # sum_i w_i z_i with z_{2u} = z_u, z_{2u+1} = -z_u  ==  sum_u (w_2u - w_2u+1) z_u.
+  unit_weights = weights.reshape(-1, per_unit) @ jnp.asarray([1.0, -1.0][:per_unit], dtype)
+  # Each device sums only its own units' directions, then psum.
+  local_weights = unit_weights[units] if axis_name is not None else unit_weights
+  grad = weighted_direction_sum(draw, local_weights, units, size, dtype, chunk_size, axis_name)
   return unflatten(grad)

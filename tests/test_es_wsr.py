@@ -38,12 +38,12 @@ def test_is_sigma_squared_times_standardized_es():
 def test_alignment_improves_with_population():
   q = Quadratic(dim=20)
   def mean_cosine(population):
-    keys = jax.random.split(jax.random.PRNGKey(0), 32)
+    keys = jax.random.split(jax.random.PRNGKey(0), 12)
     return np.mean([cosine(estimators.es_wsr(q.loss, q.params, k, population=population,
                                              chunk_size=512), q.grad()) for k in keys])
-  small, medium, large = mean_cosine(8), mean_cosine(128), mean_cosine(4096)
+  small, medium, large = mean_cosine(8), mean_cosine(128), mean_cosine(2048)
   assert small < medium < large
-  assert large > 0.95 and small < 0.8
+  assert large > 0.9 and small < 0.8
 
 
 def test_descent_direction_lowers_the_loss():

@@ -1,0 +1,53 @@
+"""Timing and memory helpers shared by the benchmarks."""
+
+from __future__ import annotations
+
+import gc
+import resource
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+
+def compiled(fn: Callable, *args):
+  return jax.jit(fn).lower(*args).compile()
+
+
+def temp_bytes(fn: Callable, *args) -> int:
+  """XLA's compiled peak temporary memory (deterministic; no execution)."""
+  return int(compiled(fn, *args).memory_analysis().temp_size_in_bytes)
+
+
+def timeit(fn: Callable, *args, repeats: int = 5) -> dict:
+  """Median / min / max wall time of a compiled call, after one warm-up call."""
+  exe = compiled(fn, *args)
+  jax.block_until_ready(exe(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(exe(*args))
+    times.append(time.perf_counter() - start)
+  gc.collect()
+  return {"median_s": float(np.median(times)), "min_s": float(np.min(times)),
+          "max_s": float(np.max(times))}
+
+
+def peak_rss_of(code: str) -> int:
+  """Peak resident memory (bytes) of a fresh Python process running ``code``."""
+  probe = code + "\nimport resource\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+  out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+  return int(out.stdout.strip().splitlines()[-1]) * 1024
+
+
+def mib(x: float) -> str:
+  return f"{x / 2**20:.2f}"
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+  return "\n".join(lines)

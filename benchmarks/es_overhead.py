@@ -1,0 +1,53 @@
+"""2. ES overhead against its limit: one es_wsr gradient with population P vs
+P plain loss evaluations (vmapped) of the same conv4 ProtoNet episode loss.
+The limit is 1.0: the estimator can never be cheaper than its P forward passes."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks import common
+from metagrad import estimators, models, tasks
+
+
+def problem(channels: int):
+  net = models.conv4(channels=channels)
+  images = jax.random.uniform(jax.random.PRNGKey(0), (20, 20, 28, 28, 1))
+  ep = tasks.sample_episode(jax.random.PRNGKey(1), images, way=5, shot=5, query=5)
+  params = jax.jit(net.init)(jax.random.PRNGKey(2), ep.support_x)
+  loss = lambda p: models.protonet.episode_loss(net.apply, p, ep, way=5)[0]
+  return loss, params
+
+
+def run(quick: bool = False) -> dict:
+  channels, population = (4, 8) if quick else (16, 64)
+  repeats = 2 if quick else 7
+  loss, params = problem(channels)
+  key = jax.random.PRNGKey(0)
+  noise = jax.tree_util.tree_map(
+      lambda p: 0.01 * jax.random.normal(key, (population, *p.shape)), params)
+
+  def plain_evaluations(p, k):
+    # The limit: P losses of already-perturbed parameters, nothing else.
+    del k
+    members = jax.tree_util.tree_map(lambda a, e: a[None] + e, p, noise)
+    return jax.vmap(loss)(members)
+
+  base = common.timeit(plain_evaluations, params, key, repeats=repeats)
+  rows, data = [], {"plain_evaluations": base}
+  for chunk in (None, 8, 16):
+    est = functools.partial(estimators.es_wsr, population=population, chunk_size=chunk)
+    t = common.timeit(lambda p, k: est(loss, p, k), params, key, repeats=repeats)
+    ratio = t["median_s"] / base["median_s"]
+    data[f"chunk_{chunk}"] = {**t, "overhead": ratio}
+    rows.append([population, chunk, f"{t['median_s'] * 1e3:.1f}",
+                 f"{t['min_s'] * 1e3:.1f}-{t['max_s'] * 1e3:.1f}",
+                 f"{base['median_s'] * 1e3:.1f}", f"{ratio:.2f}"])
+    print(f"es_wsr chunk {chunk}: {t['median_s'] * 1e3:.1f} ms vs plain "
+          f"{base['median_s'] * 1e3:.1f} ms -> {ratio:.2f}", flush=True)
+  table = common.markdown_table(["P", "chunk_size", "es_wsr ms (median)", "min-max ms",
+                                 "P plain evals ms", "overhead (limit 1.0)"], rows)
+  return {"channels": channels, "population": population, "results": data, "markdown": table}

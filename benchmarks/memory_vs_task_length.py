@@ -1,0 +1,75 @@
+"""1. Meta-gradient memory vs task length T (es_protonet_tpu.txt II-E).
+
+A conv4 MAML learner (5-way 1-shot Omniglot-sized episode, 28x28) adapted by
+T SGD steps; the meta-gradient w.r.t. the initialisation by backprop,
+forward_mode, es_wsr (P = 64) and finite_difference. Compiled peak temporary
+bytes for every T; peak process RSS of one real backprop / es_wsr call.
+"""
+
+from __future__ import annotations
+
+import functools
+import textwrap
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks import common
+from metagrad import estimators, models, tasks
+
+
+def problem(channels: int, steps: int):
+  net = models.conv4(channels=channels, num_classes=5)
+  images = jax.random.uniform(jax.random.PRNGKey(0), (10, 20, 28, 28, 1))
+  ep = tasks.sample_episode(jax.random.PRNGKey(1), images, way=5, shot=1, query=5)
+  params = jax.jit(net.init)(jax.random.PRNGKey(2), ep.support_x)
+  ce = lambda p, x, y: models.protonet.loss(net.apply(p, x), y)
+
+  def meta_loss(theta):
+    adapted = models.adapt(lambda p: ce(p, ep.support_x, ep.support_y), theta,
+                           models.sgd(0.1), {}, steps=steps).params
+    return ce(adapted, ep.query_x, ep.query_y)
+  return meta_loss, params
+
+
+ESTIMATORS = {
+    "backprop": estimators.backprop,
+    "forward_mode": functools.partial(estimators.forward_mode, chunk_size=64),
+    "es_wsr": functools.partial(estimators.es_wsr, population=64, chunk_size=8),
+    "finite_difference": functools.partial(estimators.finite_difference, chunk_size=64),
+}
+
+RSS_CODE = textwrap.dedent("""
+    import jax
+    from benchmarks.memory_vs_task_length import problem, ESTIMATORS
+    loss, params = problem({channels}, {steps})
+    g = jax.jit(lambda p, k: ESTIMATORS["{name}"](loss, p, k))(params, jax.random.PRNGKey(0))
+    jax.block_until_ready(g)
+""")
+
+
+def run(quick: bool = False) -> dict:
+  channels = 4 if quick else 16
+  lengths = (1, 10) if quick else (1, 10, 100, 1000)
+  rss_names = () if quick else ("backprop", "es_wsr")
+  rows, data = [], {}
+  for steps in lengths:
+    loss, params = problem(channels, steps)
+    dim = sum(x.size for x in jax.tree_util.tree_leaves(params))
+    entry = {name: common.temp_bytes(lambda p, k, e=est: e(loss, p, k), params,
+                                     jax.random.PRNGKey(0))
+             for name, est in ESTIMATORS.items()}
+    for name in rss_names:
+      entry[f"{name}_rss"] = common.peak_rss_of(RSS_CODE.format(channels=channels, steps=steps,
+                                                                name=name))
+    entry["backprop_over_es_wsr"] = entry["backprop"] / entry["es_wsr"]
+    data[steps] = entry
+    rows.append([steps] + [common.mib(entry[n]) for n in ESTIMATORS]
+                + [f"{entry['backprop_over_es_wsr']:.2f}"]
+                + [common.mib(entry[f"{n}_rss"]) if f"{n}_rss" in entry else "-"
+                   for n in ("backprop", "es_wsr")])
+    print(f"T={steps}: " + ", ".join(f"{k} {v:.4g}" for k, v in entry.items()), flush=True)
+  table = common.markdown_table(
+      ["T"] + [f"{n} temp MiB" for n in ESTIMATORS] + ["backprop / es_wsr",
+                                                       "backprop RSS MiB", "es_wsr RSS MiB"], rows)
+  return {"parameters": dim, "channels": channels, "by_T": data, "markdown": table}

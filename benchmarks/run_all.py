@@ -1,0 +1,58 @@
+"""Runs every benchmark; writes results.json and results.md under --out.
+
+    python -m benchmarks.run_all --out benchmarks/results   (full sizes)
+    python -m benchmarks.run_all --quick --out /tmp/bench   (tiny sizes, used by the tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import platform
+import time
+
+import jax
+
+from benchmarks import (es_overhead, evograd_vs_t1t2, forward_vs_backprop, memory_vs_task_length,
+                        vs_evosax)
+
+BENCHMARKS = {
+    "1. Meta-gradient memory vs task length": memory_vs_task_length,
+    "2. ES overhead against its limit": es_overhead,
+    "3. metagrad vs evosax": vs_evosax,
+    "4. EvoGrad vs T1-T2 as the model grows": evograd_vs_t1t2,
+    "5. forward_mode vs backprop": forward_vs_backprop,
+}
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument("--out", default="benchmarks/results")
+  parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--only", type=int, nargs="*", help="benchmark numbers to run (1-5)")
+  args = parser.parse_args(argv)
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  device = jax.devices()[0]
+  header = (f"Hardware: {platform.processor() or platform.machine()}, "
+            f"{device.platform} ({device.device_kind}), {jax.device_count()} device(s); "
+            f"jax {jax.__version__}; quick={args.quick}")
+  results, md = {"hardware": header}, [f"# metagrad benchmarks\n\n{header}\n"]
+  for i, (title, module) in enumerate(BENCHMARKS.items(), 1):
+    if args.only and i not in args.only:
+      continue
+    print(f"== {title}", flush=True)
+    start = time.perf_counter()
+    r = module.run(quick=args.quick)
+    r["wall_s"] = time.perf_counter() - start
+    results[title] = r
+    md.append(f"## {title}\n\n{(module.__doc__ or '').strip()}\n\n{r.get('skipped', '')}"
+              f"{r['markdown']}\n")
+  (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+  (out / "results.md").write_text("\n".join(md))
+  print("\n".join(md))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,1 @@
+"""Runnable reproductions of the four papers; run as ``python -m examples.NAME``."""

@@ -1,0 +1,114 @@
+"""MAML, FO-MAML, Meta-SGD, TURTLE and the meta-learner LSTM on 5-shot sine regression.
+
+turtle_stateless_meta_learning.txt section 3.5.2: a 1-40-40-1 ReLU MLP, tasks
+y = A sin(x - phi); each method meta-learns the initialisation and (for all
+but MAML) its update rule, with the meta-gradient through ``models.adapt``.
+Reports test MSE after adaptation with a 95% confidence interval.
+
+    python -m examples.sine_meta_learning --method all --steps 10000
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from examples import common
+from metagrad import estimators, models, tasks
+
+METHODS = ("maml", "fomaml", "meta_sgd", "turtle", "meta_lstm")
+
+
+def make_rule(method: str, args):
+  """(update rule, first-order?) as each paper uses it."""
+  if method in ("maml", "fomaml"):
+    return models.sgd(args.inner_lr), method == "fomaml"
+  if method == "meta_sgd":
+    return models.meta_sgd(args.inner_lr), False
+  if method == "turtle":
+    return models.turtle(hidden=(20,) * args.turtle_layers, init_alpha=args.turtle_alpha), False
+  # Ravi & Larochelle's first-order assumption, unless --second_order_lstm.
+  return models.meta_lstm(), not args.second_order_lstm
+
+
+def run_method(method: str, args) -> dict:
+  net = models.mlp()
+  rule, first_order = make_rule(method, args)
+  key = jax.random.PRNGKey(args.seed)
+  theta = jax.jit(net.init)(key, jnp.zeros((1, 1)))
+  meta = {"model": theta, "rule": jax.jit(rule.init)(jax.random.fold_in(key, 1), theta)}
+  mse = lambda p, x, y: jnp.mean((net.apply(p, x) - y) ** 2)
+
+  def task_loss(meta, task, steps):
+    adapted = models.adapt(lambda p: mse(p, task.support_x, task.support_y), meta["model"], rule,
+                           meta["rule"], steps=steps, first_order=first_order)
+    return mse(adapted.params, task.query_x, task.query_y)
+
+  def meta_loss(meta, batch):
+    return jnp.mean(jax.vmap(lambda t: task_loss(meta, t, args.inner_steps))(batch))
+
+  optimizer = optax.adam(args.meta_lr)
+
+  @jax.jit
+  def step(state, key):
+    meta, opt_state = state
+    batch = tasks.sample_sine_tasks(key, num=args.meta_batch, shot=args.shot, query=args.query)
+    loss = meta_loss(meta, batch)
+    grads = estimators.backprop(lambda m: meta_loss(m, batch), meta, key)
+    updates, opt_state = optimizer.update(grads, opt_state, meta)
+    return (optax.apply_updates(meta, updates), opt_state), {"meta_loss": loss}
+
+  @functools.partial(jax.jit, static_argnames="num")
+  def evaluate(meta, key, num):
+    batch = tasks.sample_sine_tasks(key, num=num, shot=args.shot, query=args.query)
+    return jax.vmap(lambda t: task_loss(meta, t, args.inner_steps))(batch)
+
+  val_key = jax.random.PRNGKey(10_000 + args.seed)     # fixed validation tasks
+  run_args = copy.copy(args)
+  run_args.out = str(pathlib.Path(args.out) / method)
+  state = common.train(
+      run_args, state=(meta, optimizer.init(meta)), step_fn=step, name=f"sine: {method}",
+      metric_every=lambda s, i: {"val_mse": evaluate(s[0], val_key, args.val_tasks).mean()})
+  test = np.asarray(evaluate(state[0], jax.random.PRNGKey(20_000 + args.seed), args.test_tasks))
+  mean, ci = common.mean_ci95(test)
+  print(f"{method}: test MSE {mean:.4f} +/- {ci:.4f} ({args.test_tasks} tasks)", flush=True)
+  return {"test_mse": mean, "test_ci95": ci, "median_mse": float(np.median(test))}
+
+
+def main(argv=None):
+  parser = common.base_parser(__doc__, steps=10000, out="runs/sine")
+  parser.add_argument("--method", choices=(*METHODS, "all"), default="all")
+  parser.add_argument("--inner_steps", type=int, default=1)
+  parser.add_argument("--inner_lr", type=float, default=0.01)
+  parser.add_argument("--meta_lr", type=float, default=1e-3)
+  parser.add_argument("--meta_batch", type=int, default=25)
+  parser.add_argument("--shot", type=int, default=5)
+  parser.add_argument("--query", type=int, default=10)
+  parser.add_argument("--turtle_layers", type=int, default=5)
+  parser.add_argument("--turtle_alpha", type=float, default=1.0)
+  parser.add_argument("--second_order_lstm", action="store_true")
+  parser.add_argument("--val_tasks", type=int, default=1000)
+  parser.add_argument("--test_tasks", type=int, default=2000)
+  args = parser.parse_args(argv)
+  common.apply_smoke(args, argv, steps=4, meta_batch=2, val_tasks=10, test_tasks=20,
+                     log_every=2, checkpoint_every=2)
+  common.positive_flags(args, "steps", "inner_steps", "inner_lr", "meta_lr", "meta_batch", "shot",
+                        "query", "val_tasks", "test_tasks")
+  if args.test_tasks < 2:
+    raise SystemExit("error: --test_tasks must be >= 2 for a confidence interval")
+  methods = METHODS if args.method == "all" else (args.method,)
+  results = {m: run_method(m, args) for m in methods}
+  print("\nmethod      test MSE (95% CI)")
+  for m, r in results.items():
+    print(f"{m:<11} {r['test_mse']:.4f} +/- {r['test_ci95']:.4f}")
+  common.write_results(args, {"methods": results})
+
+
+if __name__ == "__main__":
+  main()
