@@ -11,7 +11,7 @@ key, **hyperparameters) -> hypergrads`` shaped like ``hparams``.
 from .backprop import backprop
 from .es import es
 from .es_wsr import es_wsr
-from .evograd import evograd, evolutionary_objective, evolutionary_step
+from .evograd import evograd, evolutionary_objective, evolutionary_step, member_noise
 from .finite_difference import finite_difference
 from .forward_gradient import forward_gradient
 from .forward_mode import forward_mode
@@ -23,6 +23,6 @@ HYPERGRADIENT = ("evograd", "t1_t2")
 
 __all__ = [
     "backprop", "es", "es_wsr", "evograd", "evolutionary_objective",
-    "evolutionary_step", "finite_difference", "forward_gradient",
+    "evolutionary_step", "finite_difference", "member_noise", "forward_gradient",
     "forward_mode", "t1_t2", "FIRST_ORDER", "HYPERGRADIENT",
 ]

@@ -41,8 +41,11 @@ def test_evolutionary_step_is_softmax_weighted_combination():
   loss = lambda p, l: jnp.sum((p["w"] - 1.0) ** 2 + l * p["w"] ** 2)
   star = estimators.evolutionary_step(loss, theta, lam, key, population=5, sigma=0.3,
                                       temperature=0.1)
-  eps = np.stack([0.3 * np.asarray(jax.random.normal(jax.random.fold_in(key, k), (3,)))
-                  for k in range(5)])
+  # Reference noise drawn independently of the implementation's vmap.
+  eps = np.stack([np.asarray(0.3 * jax.random.normal(jax.random.split(jax.random.fold_in(key, k), 1)[0],
+                                                     (3,))) for k in range(5)])
+  np.testing.assert_allclose(
+      eps[2], estimators.member_noise(key, 2, theta, sigma=0.3)["w"], rtol=1e-6)
   members = np.asarray(theta["w"]) + eps
   losses = np.array([float(loss({"w": m}, lam)) for m in members])
   w = np.exp(-(losses - losses.min()) / 0.1)
