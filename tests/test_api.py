@@ -93,4 +93,4 @@ def test_traced_sigma_is_accepted():
   g = jax.jit(lambda s: estimators.es(smooth_loss, params, jax.random.PRNGKey(0),
                                       sigma=s, population=4))(0.1)
   ref = estimators.es(smooth_loss, params, jax.random.PRNGKey(0), sigma=0.1, population=4)
-  chex.assert_trees_all_close(g, ref, rtol=1e-5)
+  chex.assert_trees_all_close(g, ref, rtol=1e-4, atol=1e-5)  # jit vs eager rounding
