@@ -62,16 +62,12 @@ def map_members(fn: Callable[[Array], Array], indices: Array,
 
 
 def gaussian_direction(key: Array, index: Array, size: int, dtype,
-                       *, antithetic: bool, noise: str = "gaussian") -> Array:
-  """Member ``index``'s unit-scale direction: ``N(0, I)`` or its sign."""
+                       *, antithetic: bool) -> Array:
+  """Member ``index``'s ``N(0, I)`` direction (pairs ``2u, 2u+1`` mirror ``z_u``)."""
   if antithetic:
-    z = jax.random.normal(jax.random.fold_in(key, index // 2), (size,), dtype)
-    z = jnp.where(index % 2 == 0, z, -z)
-  else:
-    z = jax.random.normal(jax.random.fold_in(key, index), (size,), dtype)
-  if noise == "sign":
-    z = jnp.sign(z)
-  return z
+    z = gaussian_direction(key, index // 2, size, dtype, antithetic=False)
+    return jnp.where(index % 2 == 0, z, -z)
+  return jax.random.normal(jax.random.fold_in(key, index), (size,), dtype)
 
 
 def weighted_direction_sum(direction: Callable[[Array], Array], weights: Array,
@@ -182,7 +178,7 @@ def perturbation_gradient(loss_fn: Callable, params, key: Array, *,
   per_unit = 2 if antithetic else 1
 
   def draw(u):
-    return jax.random.normal(jax.random.fold_in(key, u), (size,), dtype)
+    return gaussian_direction(key, u, size, dtype, antithetic=False)
 
   def unit_losses(u):
     z = sigma * draw(u)

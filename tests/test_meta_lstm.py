@@ -34,7 +34,6 @@ def test_paper_initialisation():
 
 
 def test_preprocessing():
-  out = models.meta_lstm.__module__  # module import sanity
   from metagrad.models.meta_lstm import preprocess
   x = jnp.array([1.0, -1e-6, 0.0, -100.0])
   p = preprocess(x)
