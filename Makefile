@@ -11,7 +11,7 @@ export TFDS_DATA_DIR ?= $(abspath ../shared/data/tfds)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,examples]'
+	$(PY) -m pip install -q -e '.[test,examples,bench]'
 	touch $@
 
 demo: $(VENV)/.installed

@@ -22,9 +22,9 @@ def temp_bytes(fn: Callable, *args) -> int:
   return int(compiled(fn, *args).memory_analysis().temp_size_in_bytes)
 
 
-def timeit(fn: Callable, *args, repeats: int = 5) -> dict:
+def timeit(fn: Callable, *args, repeats: int = 5, exe=None) -> dict:
   """Median / min / max wall time of a compiled call, after one warm-up call."""
-  exe = compiled(fn, *args)
+  exe = exe or compiled(fn, *args)
   jax.block_until_ready(exe(*args))
   times = []
   for _ in range(repeats):
@@ -34,6 +34,13 @@ def timeit(fn: Callable, *args, repeats: int = 5) -> dict:
   gc.collect()
   return {"median_s": float(np.median(times)), "min_s": float(np.min(times)),
           "max_s": float(np.max(times))}
+
+
+def measure(fn: Callable, *args, repeats: int = 5) -> dict:
+  """:func:`timeit` plus ``temp_bytes``, from a single compilation."""
+  exe = compiled(fn, *args)
+  return {**timeit(fn, *args, repeats=repeats, exe=exe),
+          "temp_bytes": int(exe.memory_analysis().temp_size_in_bytes)}
 
 
 def peak_rss_of(code: str) -> int:

@@ -38,10 +38,8 @@ def run(quick: bool = False) -> dict:
   loss, params = problem(hiddens[-1])
   for chunk in chunks:
     fn = lambda p, c=chunk: estimators.forward_mode(loss, p, None, chunk_size=c)
-    t = common.timeit(fn, params, repeats=repeats)
-    mem = common.temp_bytes(fn, params)
-    data["chunks"][str(chunk)] = {**t, "temp_bytes": mem}
-    chunk_rows.append([str(chunk), f"{t['median_s'] * 1e3:.2f}", common.mib(mem)])
+    m = data["chunks"][str(chunk)] = common.measure(fn, params, repeats=repeats)
+    chunk_rows.append([str(chunk), f"{m['median_s'] * 1e3:.2f}", common.mib(m["temp_bytes"])])
   return {"results": data,
           "markdown": common.markdown_table(["D", "backprop ms", "forward_mode ms (chunk 256)",
                                              "forward / backprop"], rows)

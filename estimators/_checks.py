@@ -52,9 +52,12 @@ def count(name: str, value: Any) -> int:
   return int(value)
 
 
-def chunk_size(value: Any) -> int | None:
-  if value is None:
-    return None
+def chunk_size(value: Any, *, allow_auto: bool = False) -> int | str | None:
+  if value is None or (allow_auto and isinstance(value, str) and value == "auto"):
+    return value
+  if isinstance(value, str):
+    allowed = "a positive int, None or 'auto'" if allow_auto else "a positive int or None"
+    raise ValueError(f"`chunk_size` must be {allowed}, got {value!r}.")
   return count("chunk_size", value)
 
 

@@ -35,7 +35,7 @@ def _shape_weights(shaping: str, antithetic: bool):
 
 def es(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
        sigma: float, population: int, antithetic: bool = True,
-       shaping: str = "none", chunk_size: int | None = None,
+       shaping: str = "none", chunk_size: int | str | None = "auto",
        axis_name: str | None = None) -> Any:
   """Search gradient ``g = 1/(n sigma) sum_i f(L_i) z_i``, ``z_i ~ N(0, I)``.
 
@@ -59,7 +59,11 @@ def es(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
     population: number of members P (even when ``antithetic``).
     antithetic: use +/- pairs.
     shaping: ``"none"``, ``"standardize"`` or ``"centered_rank"``.
-    chunk_size: members evaluated at once; peak memory O(chunk_size * D).
+    chunk_size: noise draws evaluated at once (with ``antithetic``, a draw is
+      a +/- pair); peak memory O(chunk_size * D). ``None``: all at once.
+      ``"auto"`` (default): all at once on accelerators; on CPU, chunks whose
+      directions fit in ~2 MiB of cache (see ``_population.auto_chunk_size``).
+      Chunking never changes a member's noise, only float summation order.
     axis_name: inside ``pmap``/``shard_map``, split the population over this
       axis; every device returns the same (all-reduced) gradient.
 
@@ -70,7 +74,7 @@ def es(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
   _checks.positive("sigma", sigma)
   population = _checks.population(population, antithetic=antithetic)
   shaping = _checks.choice("shaping", shaping, SHAPINGS)
-  chunk_size = _checks.chunk_size(chunk_size)
+  chunk_size = _checks.chunk_size(chunk_size, allow_auto=True)
   _checks.float_pytree("params", params)
   _checks.scalar_loss("loss_fn", loss_fn, params)
   return _population.perturbation_gradient(

@@ -12,7 +12,7 @@ from . import _checks, _population
 
 def es_wsr(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
            sigma: float = 0.01, population: int = 64, antithetic: bool = False,
-           chunk_size: int | None = None, axis_name: str | None = None) -> Any:
+           chunk_size: int | str | None = "auto", axis_name: str | None = None) -> Any:
   """Exactly eq. (9) of es_protonet_tpu.txt (ES-ProtoNet on TPUs):
 
       eps_i ~ N(0, sigma^2 I),   L_i = L(theta + eps_i),
@@ -36,7 +36,11 @@ def es_wsr(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
     sigma: standard deviation of the displacements (> 0).
     population: P (>= 2; even when ``antithetic``).
     antithetic: use +/- pairs (not in the paper; off by default).
-    chunk_size: members evaluated at once; peak memory O(chunk_size * D).
+    chunk_size: noise draws evaluated at once (with ``antithetic``, a draw is
+      a +/- pair); peak memory O(chunk_size * D). ``None``: all at once.
+      ``"auto"`` (default): all at once on accelerators; on CPU, chunks whose
+      directions fit in ~2 MiB of cache (see ``_population.auto_chunk_size``).
+      Chunking never changes a member's noise, only float summation order.
     axis_name: inside ``pmap``/``shard_map``, split the population over this
       axis (section II-F: each core evaluates its members, the gradient is
       all-reduced).
@@ -46,7 +50,7 @@ def es_wsr(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
   """
   _checks.positive("sigma", sigma)
   population = _checks.population(population, antithetic=antithetic)
-  chunk_size = _checks.chunk_size(chunk_size)
+  chunk_size = _checks.chunk_size(chunk_size, allow_auto=True)
   _checks.float_pytree("params", params)
   _checks.scalar_loss("loss_fn", loss_fn, params)
   # eps_i = sigma * z_i, so (1/P) sum w_i eps_i = (sigma / P) sum w_i z_i.

@@ -165,5 +165,15 @@ def replicate(tree: Any, n: int) -> Any:
       lambda x: np.broadcast_to(np.asarray(x), (n, *np.shape(x))), jax.device_get(tree))
 
 
+def replicate_on_devices(x: Any, devices) -> jax.Array:
+  """One copy of ``x`` on each of ``devices``, laid out as ``pmap`` wants its
+  mapped inputs (leading device axis), so a ``pmap`` call does not transfer it
+  again. For large constants such as datasets; ``in_axes=None`` would copy
+  them to every device on every call."""
+  mesh = jax.sharding.Mesh(np.asarray(devices), ("devices",))
+  stacked = np.broadcast_to(np.asarray(x), (len(devices), *np.shape(x)))  # a view, no copy
+  return jax.device_put(stacked, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("devices")))
+
+
 def unreplicate(tree: Any) -> Any:
   return jax.tree_util.tree_map(lambda x: x[0], tree)

@@ -77,10 +77,12 @@ def main(argv=None):
   estimator = build_estimator(args)
   episode_kw = dict(shot=args.shot, query=args.query)
 
-  def step(state, key):
+  # Datasets enter the compiled steps as arguments, never as closed-over
+  # constants (which XLA would embed in the program and fold at compile time).
+  def step(state, key, train_images):
     params, opt_state = state
     k_ep, k_est = jax.random.split(key)
-    episode = tasks.sample_episode(k_ep, splits["train"], way=args.way, **episode_kw)
+    episode = tasks.sample_episode(k_ep, train_images, way=args.way, **episode_kw)
     loss_fn = lambda p: models.protonet.episode_loss(net.apply, p, episode, way=args.way,
                                                      distance=args.distance)[0]
     grads = estimator(loss_fn, params, k_est)
@@ -93,15 +95,16 @@ def main(argv=None):
   # the estimator splits the population (or coordinates) by axis index.
   pstep = jax.pmap(step, axis_name="devices", devices=devices)
   n = len(devices)
+  train_on_devices = common.replicate_on_devices(splits["train"], devices)  # copied once
 
   def host_step(state, key):
-    new, metrics = pstep(common.replicate(state, n), common.replicate(key, n))
+    new, metrics = pstep(common.replicate(state, n), common.replicate(key, n), train_on_devices)
     return common.unreplicate(new), common.unreplicate(metrics)
 
-  @functools.partial(jax.jit, static_argnames=("split", "way"))
-  def evaluate(params, keys, split, way):
+  @functools.partial(jax.jit, static_argnames=("way",))
+  def evaluate(params, keys, images, way):
     def one(k):
-      ep = tasks.sample_episode(k, splits[split], way=way, **episode_kw)
+      ep = tasks.sample_episode(k, images, way=way, **episode_kw)
       return models.protonet.episode_loss(net.apply, params, ep, way=way, distance=args.distance)[1]
     return jax.lax.map(one, keys, batch_size=50)
 
@@ -109,9 +112,9 @@ def main(argv=None):
   state = (params, optimizer.init(params))
   state = common.train(
       args, state=state, step_fn=host_step, name=f"ES-ProtoNet ({args.estimator})",
-      metric_every=lambda s, i: {"val_acc": evaluate(s[0], val_keys, "val", args.test_way).mean()})
+      metric_every=lambda s, i: {"val_acc": evaluate(s[0], val_keys, splits["val"], args.test_way).mean()})
   test_keys = jax.random.split(jax.random.PRNGKey(10_000 + args.seed), args.test_episodes)
-  accs = np.asarray(evaluate(state[0], test_keys, "test", args.test_way))
+  accs = np.asarray(evaluate(state[0], test_keys, splits["test"], args.test_way))
   mean, ci = common.mean_ci95(accs)
   print(f"test accuracy {args.test_way}-way {args.shot}-shot: {mean:.4f} +/- {ci:.4f} "
         f"(95% CI, {args.test_episodes} episodes, {n} device(s): {devices[0].device_kind})")

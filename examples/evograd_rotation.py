@@ -61,8 +61,9 @@ def main(argv=None):
   opt, hyper_opt = optax.adam(args.lr), optax.adam(args.hyper_lr)
 
   def make_step(learn_angle: bool):
+    # The images enter as an argument, not as constants closed over by jit.
     @jax.jit
-    def step(state, key):
+    def step(state, key, task):
       theta, lam, opt_state, hyper_state = state
       kt, kv, kh = jax.random.split(key, 3)
       it = jax.random.choice(kt, task.train_y.shape[0], (args.batch,), replace=False)
@@ -77,7 +78,7 @@ def main(argv=None):
         hupdates, hyper_state = hyper_opt.update(hg, hyper_state)
         lam = optax.apply_updates(lam, hupdates)
       return (theta, lam, opt_state, hyper_state), {"train_loss": loss, "angle": lam}
-    return step
+    return lambda state, key: step(state, key, task)
 
   accuracy = jax.jit(lambda p, x, y: jnp.mean(jnp.argmax(net.apply(p, x), -1) == y))
   results = {}

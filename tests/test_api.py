@@ -62,10 +62,12 @@ BAD_INPUTS = [
     ("es_wsr", dict(population=1), "population"),
     ("es_wsr", dict(population=5, antithetic=True), "population"),
     ("es_wsr", dict(chunk_size=-2), "chunk_size"),
+    ("es_wsr", dict(chunk_size="big"), "chunk_size"),
     ("finite_difference", dict(step=0.0), "step"),
     ("finite_difference", dict(step=-1e-3), "step"),
     ("finite_difference", dict(chunk_size=0), "chunk_size"),
     ("forward_mode", dict(chunk_size=0), "chunk_size"),
+    ("forward_mode", dict(chunk_size="auto"), "chunk_size"),  # only the population estimators
     ("forward_gradient", dict(num_directions=0), "num_directions"),
 ]
 

@@ -1,3 +1,5 @@
+import importlib
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -60,6 +62,41 @@ def test_sign_noise_has_magnitude_sigma():
                                       population=1 * 2, sigma=1e-3, noise="sign")
   # Mean of two +/-sigma vectors: each entry is 0 or +/-sigma.
   np.testing.assert_allclose(np.unique(np.abs(np.asarray(star))), [0.0, 1e-3], atol=1e-9)
+
+
+def test_sign_noise_is_fair_and_independent_across_leaves_and_members():
+  params = {"a": jnp.zeros((37, 29)), "b": jnp.zeros(5000)}  # sizes not multiples of 32
+  key = jax.random.PRNGKey(3)
+  e0 = estimators.member_noise(key, 0, params, sigma=0.25, noise="sign")
+  e1 = estimators.member_noise(key, 1, params, sigma=0.25, noise="sign")
+  chex.assert_trees_all_equal_shapes_and_dtypes(e0, params)
+  for leaf in jax.tree_util.tree_leaves((e0, e1)):
+    np.testing.assert_array_equal(np.abs(np.asarray(leaf)), 0.25)
+    # Fraction of + signs: Binomial(n, 1/2), within 5 standard errors of 1/2.
+    n = leaf.size
+    assert abs(float((leaf > 0).mean()) - 0.5) < 5 * 0.5 / np.sqrt(n)
+  # Members and leaves agree on a sign about half the time (independent draws).
+  for x, y in [(e0["b"], e1["b"]), (e0["a"].ravel(), e0["b"][:37 * 29])]:
+    n = x.size
+    assert abs(float((x == y).mean()) - 0.5) < 5 * 0.5 / np.sqrt(n)
+  # Neighbouring bits of one word are not correlated: lag-1 agreement ~ 1/2.
+  b = np.asarray(e0["b"])
+  assert abs(float((b[1:] == b[:-1]).mean()) - 0.5) < 5 * 0.5 / np.sqrt(b.size)
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "sign"])
+def test_unrolled_and_vmapped_members_agree(monkeypatch, noise):
+  key = jax.random.PRNGKey(5)
+  theta = {"w": jnp.linspace(-1.0, 1.0, 7), "b": jnp.array(0.3)}
+  lam = jnp.array(0.4)
+  loss = lambda p, l: jnp.sum((p["w"] - p["b"]) ** 2 + l * p["w"] ** 2)
+  step = lambda: estimators.evolutionary_step(loss, theta, lam, key, population=4, sigma=0.2,
+                                              temperature=0.3, noise=noise)
+  unrolled = step()
+  # The module, not the function of the same name that the package re-exports.
+  module = importlib.import_module("metagrad.estimators.evograd")
+  monkeypatch.setattr(module, "UNROLL_MAX_POPULATION", 0)
+  chex.assert_trees_all_close(step(), unrolled, rtol=1e-6, atol=1e-7)
 
 
 def test_any_first_order_estimator_on_the_bilevel_objective():
