@@ -61,7 +61,7 @@ def run(quick: bool = False) -> dict:
     t_evo = common.measure(evosax_step, es_state, key, repeats=repeats)
     t_ours = common.measure(metagrad_step, ours_state, key, repeats=repeats)
     t_full = common.measure(all_at_once_step, ours_state, key, repeats=repeats)
-    ratio = lambda field, ours: t_evo[field] / max(ours[field], 1)
+    ratio = lambda field, ours: t_evo[field] / max(ours[field], 1e-12)
     entry = {"evosax": t_evo, "metagrad": t_ours, "metagrad_chunk_none": t_full,
              "time_ratio_evosax_over_metagrad": ratio("median_s", t_ours),
              "memory_ratio_evosax_over_metagrad": ratio("temp_bytes", t_ours),
