@@ -17,14 +17,15 @@ def compiled(fn: Callable, *args):
   return jax.jit(fn).lower(*args).compile()
 
 
-def temp_bytes(fn: Callable, *args) -> int:
+def temp_bytes(fn: Callable, *args, exe=None) -> int:
   """XLA's compiled peak temporary memory (deterministic; no execution)."""
-  return int(compiled(fn, *args).memory_analysis().temp_size_in_bytes)
+  exe = compiled(fn, *args) if exe is None else exe
+  return int(exe.memory_analysis().temp_size_in_bytes)
 
 
 def timeit(fn: Callable, *args, repeats: int = 5, exe=None) -> dict:
   """Median / min / max wall time of a compiled call, after one warm-up call."""
-  exe = exe or compiled(fn, *args)
+  exe = compiled(fn, *args) if exe is None else exe
   jax.block_until_ready(exe(*args))
   times = []
   for _ in range(repeats):
@@ -40,7 +41,7 @@ def measure(fn: Callable, *args, repeats: int = 5) -> dict:
   """:func:`timeit` plus ``temp_bytes``, from a single compilation."""
   exe = compiled(fn, *args)
   return {**timeit(fn, *args, repeats=repeats, exe=exe),
-          "temp_bytes": int(exe.memory_analysis().temp_size_in_bytes)}
+          "temp_bytes": temp_bytes(fn, *args, exe=exe)}
 
 
 def peak_rss_of(code: str) -> int:

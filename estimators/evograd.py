@@ -66,9 +66,9 @@ def evolutionary_step(train_loss: Callable[[Any, Any], jax.Array], params: Any,
       w       = softmax(-l / tau)
       theta*  = sum_k w_k theta_k  (= theta + sum_k w_k eps_k, since sum w = 1)  (eq. 4)
 
-  ``eps_k ~ N(0, sigma^2 I)`` (``noise="gaussian"``) or
-  ``sigma * sign(N(0, I))`` (``noise="sign"``, as in the authors' code and
-  section 4.2). theta* is a differentiable function of ``hparams`` through
+  ``eps_k ~ N(0, sigma^2 I)`` (``noise="gaussian"``) or ``sigma`` times
+  fair random signs (``noise="sign"``, the distribution of
+  ``sigma * sign(N(0, I))`` used in the authors' code and section 4.2). theta* is a differentiable function of ``hparams`` through
   the weights ``w`` alone, so ``grad`` of any loss at theta* needs first-order
   derivatives only. Members with a non-finite training loss get weight 0
   (theta* = theta if none is finite). The K perturbations are held at once,

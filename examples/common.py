@@ -171,7 +171,7 @@ def replicate_on_devices(x: Any, devices) -> jax.Array:
   again. For large constants such as datasets; ``in_axes=None`` would copy
   them to every device on every call."""
   mesh = jax.sharding.Mesh(np.asarray(devices), ("devices",))
-  stacked = np.broadcast_to(np.asarray(x), (len(devices), *np.shape(x)))  # a view, no copy
+  stacked = replicate(x, len(devices))  # a broadcast view, no host copy
   return jax.device_put(stacked, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("devices")))
 
 

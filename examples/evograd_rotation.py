@@ -63,13 +63,13 @@ def main(argv=None):
   def make_step(learn_angle: bool):
     # The images enter as an argument, not as constants closed over by jit.
     @jax.jit
-    def step(state, key, task):
+    def step(state, key, data):
       theta, lam, opt_state, hyper_state = state
       kt, kv, kh = jax.random.split(key, 3)
-      it = jax.random.choice(kt, task.train_y.shape[0], (args.batch,), replace=False)
-      iv = jax.random.choice(kv, task.val_y.shape[0], (min(args.batch, task.val_y.shape[0]),),
+      it = jax.random.choice(kt, data.train_y.shape[0], (args.batch,), replace=False)
+      iv = jax.random.choice(kv, data.val_y.shape[0], (min(args.batch, data.val_y.shape[0]),),
                              replace=False)
-      xt, yt, xv, yv = task.train_x[it], task.train_y[it], task.val_x[iv], task.val_y[iv]
+      xt, yt, xv, yv = data.train_x[it], data.train_y[it], data.val_x[iv], data.val_y[iv]
       loss, grads = jax.value_and_grad(train_loss_on(xt, yt))(theta, lam)
       updates, opt_state = opt.update(grads, opt_state)
       theta = optax.apply_updates(theta, updates)

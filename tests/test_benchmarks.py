@@ -21,8 +21,14 @@ def test_run_all_quick(tmp_path):
   # evosax is installed with the test environment (the `bench` extra), so the
   # comparison really runs; both steps took the same inputs.
   evosax = results["3. metagrad vs evosax"]["results"]
-  assert set(evosax) == {"1000", "10000"}
-  assert all(v["time_ratio_evosax_over_metagrad"] > 0 for v in evosax.values())
+  assert set(evosax) == {"1000", "300000"}
+  # At D = 1000 "auto" is all-at-once: the same program as chunk_size=None.
+  small, large = evosax["1000"], evosax["300000"]
+  assert small["metagrad"]["temp_bytes"] == small["metagrad_chunk_none"]["temp_bytes"]
+  # At D = 3e5 (1.2 MB per direction) "auto" chunks one draw at a time and so
+  # holds less than evosax's or its own all-at-once population (4 draws).
+  assert large["memory_ratio_evosax_over_metagrad"] > 2
+  assert large["metagrad"]["temp_bytes"] < large["metagrad_chunk_none"]["temp_bytes"] / 2
   md = (tmp_path / "results.md").read_text()
   assert "| T |" in md and "EvoGrad" in md
 

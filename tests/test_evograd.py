@@ -43,7 +43,7 @@ def test_evolutionary_step_is_softmax_weighted_combination():
   loss = lambda p, l: jnp.sum((p["w"] - 1.0) ** 2 + l * p["w"] ** 2)
   star = estimators.evolutionary_step(loss, theta, lam, key, population=5, sigma=0.3,
                                       temperature=0.1)
-  # Reference noise drawn independently of the implementation's vmap.
+  # Reference noise drawn here, from the documented key scheme.
   eps = np.stack([np.asarray(0.3 * jax.random.normal(jax.random.split(jax.random.fold_in(key, k), 1)[0],
                                                      (3,))) for k in range(5)])
   np.testing.assert_allclose(
