@@ -2,6 +2,8 @@
 
     python -m benchmarks.run_all --out benchmarks/results   (full sizes)
     python -m benchmarks.run_all --quick --out /tmp/bench   (tiny sizes, used by the tests)
+    python -m benchmarks.run_all --only 3 9 --out benchmarks/results
+        (re-runs benchmarks 3 and 9; the other entries of an existing results.json are kept)
 """
 
 from __future__ import annotations
@@ -42,7 +44,10 @@ def main(argv=None):
   header = (f"Hardware: {platform.processor() or platform.machine()}, "
             f"{device.platform} ({device.device_kind}), {jax.device_count()} device(s); "
             f"jax {jax.__version__}; quick={args.quick}")
-  results, md = {"hardware": header}, [f"# metagrad benchmarks\n\n{header}\n"]
+  results = {}
+  if args.only and (out / "results.json").exists():
+    results = json.loads((out / "results.json").read_text())
+  results["hardware"] = header
   for i, (title, module) in enumerate(BENCHMARKS.items(), 1):
     if args.only and i not in args.only:
       continue
@@ -50,9 +55,14 @@ def main(argv=None):
     start = time.perf_counter()
     r = module.run(quick=args.quick)
     r["wall_s"] = time.perf_counter() - start
+    r["quick"] = args.quick
     results[title] = r
-    md.append(f"## {title}\n\n{(module.__doc__ or '').strip()}\n\n{r.get('skipped', '')}"
-              f"{r['markdown']}\n")
+  md = [f"# metagrad benchmarks\n\n{header}\n"]
+  for title, module in BENCHMARKS.items():
+    if title in results:
+      r = results[title]
+      md.append(f"## {title}\n\n{(module.__doc__ or '').strip()}\n\n{r.get('skipped', '')}"
+                f"{r['markdown']}\n")
   (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
   (out / "results.md").write_text("\n".join(md))
   print("\n".join(md))

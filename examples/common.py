@@ -6,6 +6,7 @@ confidence intervals and the Omniglot data directory rule."""
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -27,7 +28,21 @@ SHARED_TFDS = REPO.parent / "shared" / "data" / "tfds"
 # Flags that may differ between a run and its --resume: where it writes, how
 # often it logs or saves, and how long it runs. Anything else changes the
 # trajectory, so resuming with a different value is refused.
-RESUMABLE_FLAGS = ("steps", "out", "resume", "log_every", "checkpoint_every", "data_dir")
+RESUMABLE_FLAGS = ("steps", "out", "run_root", "resume", "log_every", "checkpoint_every",
+                   "data_dir")
+
+
+def run_args(args: argparse.Namespace, run: str) -> argparse.Namespace:
+  """``args`` for one run of a multi-run example, written under ``--out/run``.
+
+  With ``--resume``, a run that had not started when the example was killed
+  starts afresh (the others resume); ``--resume`` with no checkpoint in any run
+  is still an error.
+  """
+  out = copy.copy(args)
+  out.out = str(pathlib.Path(args.out) / run)
+  out.run_root = args.out
+  return out
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
@@ -276,12 +291,13 @@ def _chunk_runner(step_fn: Callable, seed: int) -> Callable:
   return run
 
 
-def _check_resume_flags(args, out: pathlib.Path, may_change: Sequence[str]) -> None:
+def _check_resume_flags(args, out: pathlib.Path, may_change: Sequence[str],
+                        resume: bool) -> None:
   path = out / "run_config.json"
   flags = {k: v for k, v in vars(args).items()
            if k not in (*RESUMABLE_FLAGS, *may_change) and not k.startswith("_")}
   flags = json.loads(json.dumps(flags, default=str))
-  if not args.resume:
+  if not resume:
     if is_main_process():
       path.write_text(json.dumps(flags, indent=1, sort_keys=True))
     return
@@ -321,18 +337,25 @@ def train(args, *, state: Any, step_fn: Callable, name: str, data: Sequence[Any]
   out.mkdir(parents=True, exist_ok=True)
   ckpt = Checkpointer(out)
   log = MetricsLog(out, total=args.steps, name=name)
-  if args.resume and not ckpt.exists():
-    raise SystemExit(f"error: --resume: no checkpoint in {out}; run without --resume to "
-                     f"start afresh")
-  _check_resume_flags(args, out, resume_may_change)
+  resume = args.resume
+  if resume and not ckpt.exists():
+    root = getattr(args, "run_root", None)
+    if root is not None and any(pathlib.Path(root).glob("*/checkpoint.npz")):
+      # One run of a multi-run example that had not started when the example was killed.
+      say(f"[{name}] no checkpoint yet in {out}; starting this run afresh")
+      resume = False
+    else:
+      raise SystemExit(f"error: --resume: no checkpoint in {out}; run without --resume to "
+                       f"start afresh")
+  _check_resume_flags(args, out, resume_may_change, resume)
   start = 0
-  if args.resume:
+  if resume:
     start, state = ckpt.restore(state)
     if start > args.steps:
       raise SystemExit(f"error: --resume: the checkpoint is at step {start}, beyond --steps "
                        f"{args.steps}")
     say(f"[{name}] resumed from step {start} ({ckpt.path})")
-  log.start(start, args.resume)
+  log.start(start, resume)
   if place is not None:
     state = place(state)
   run = _chunk_runner(step_fn, args.seed)

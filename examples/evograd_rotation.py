@@ -23,7 +23,6 @@ a cosine decay so the final angle is not the last noisy step.
 
 from __future__ import annotations
 
-import copy
 import functools
 import pathlib
 import time
@@ -120,8 +119,7 @@ def main(argv=None):
   accuracy = jax.jit(lambda p, x, y: jnp.mean(jnp.argmax(net.apply(p, x), -1) == y))
   results = {}
   for run in args.runs:
-    run_args = copy.copy(args)
-    run_args.out = str(pathlib.Path(args.out) / run)
+    run_args = common.run_args(args, run)
     theta = jax.jit(net.init)(jax.random.PRNGKey(args.seed), task.train_x[:2])
     lam = jnp.asarray(args.angle if run == "true_angle" else 0.0, jnp.float32)
     state = (theta, lam, opt.init(theta), hyper_opt.init(lam))

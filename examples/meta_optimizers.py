@@ -23,7 +23,6 @@ with the step it diverged at.
 from __future__ import annotations
 
 import argparse
-import copy
 import functools
 import math
 import pathlib
@@ -240,8 +239,7 @@ def run_row(name: str, row: Row, problem: Problem, args) -> dict:
     return jax.lax.map(lambda k: adapted_metrics(meta, problem.sample(data, k, "test"))[1],
                        jax.random.split(key, num), batch_size=16)
 
-  run_args = copy.copy(args)
-  run_args.out = str(pathlib.Path(args.out) / name.replace(" ", "_").replace("/", ""))
+  run_args = common.run_args(args, name.replace(" ", "_").replace("/", ""))
   result = common.train(run_args, state=(meta, optimizer.init(meta)), step_fn=step, name=name,
                         data=(problem.data,), resume_may_change=("test_tasks",))
   meta = result.state[0]

@@ -48,6 +48,8 @@ class Stat:
     if not self.n:
       return "-"
     spread = self.ci95 if ci else self.std
+    if abs(scale * self.mean) >= 1e5:  # a diverged run: fixed point would print 17 digits
+      return f"{scale * self.mean:.3g} ± {scale * spread:.3g}"
     return f"{scale * self.mean:.{digits}f} ± {scale * spread:.{digits}f}"
 
 
@@ -84,7 +86,7 @@ def device(records: list[dict]) -> str:
 
 def commands(records: list[dict]) -> str:
   """The commands that produced ``records``, with the seed generalised."""
-  cmds = sorted({re.sub(r"--seed \d+", "--seed S", r.get("command", "")) for r in records})
+  cmds = sorted({re.sub(r"(--seed |/seed)\d+", r"\1S", r.get("command", "")) for r in records})
   return "\n".join(f"    {c}" for c in cmds if c)
 
 
@@ -382,9 +384,9 @@ def benchmarks(records: list[dict], results: pathlib.Path | None = None) -> str:
     return "*(run `make bench`)*"
   data = json.loads(path.read_text())
   parts = [data.get("hardware", "")]
-  for title, r in data.items():
-    if isinstance(r, dict) and "markdown" in r:
-      parts.append(f"**{title}** ({r.get('wall_s', 0) / 60:.1f} min)\n\n{r['markdown']}")
+  entries = [(t, r) for t, r in data.items() if isinstance(r, dict) and "markdown" in r]
+  for title, r in sorted(entries, key=lambda e: int(e[0].split(".")[0])):
+    parts.append(f"**{title}** ({r.get('wall_s', 0) / 60:.1f} min)\n\n{r['markdown']}")
   return "\n\n".join(parts)
 
 

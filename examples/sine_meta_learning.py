@@ -11,7 +11,6 @@ Reports test MSE after adaptation with a 95% confidence interval.
 
 from __future__ import annotations
 
-import copy
 import functools
 import pathlib
 import time
@@ -96,8 +95,7 @@ def run_method(method: str, args) -> dict:
     return jax.vmap(lambda t: task_loss(meta, t, inner_steps))(batch)
 
   val_key = jax.random.PRNGKey(10_000 + args.seed)     # fixed validation tasks
-  run_args = copy.copy(args)
-  run_args.out = str(pathlib.Path(args.out) / method)
+  run_args = common.run_args(args, method)
   result = common.train(
       run_args, state=(meta, optimizer.init(meta)), step_fn=step, name=f"sine: {method}",
       resume_may_change=("method", "val_tasks", "test_tasks"),

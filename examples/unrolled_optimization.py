@@ -25,7 +25,6 @@ theta (evaluated by an untruncated unroll), a learning curve and wall time.
 from __future__ import annotations
 
 import argparse
-import copy
 import pathlib
 import time
 
@@ -123,8 +122,7 @@ def run_method(method: str, problem, args) -> dict:
     return (theta, opt_state, est_state), {"window_loss": jnp.nanmean(est_state.loss)}
 
   evaluate_jit = jax.jit(evaluate)
-  run_args = copy.copy(args)
-  run_args.out = str(pathlib.Path(args.out) / method)
+  run_args = common.run_args(args, method)
   started = time.time()
   result = common.train(
       run_args, state=(theta, optimizer.init(theta), est_state), step_fn=step,

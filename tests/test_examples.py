@@ -3,6 +3,7 @@ exact and checked resume, reproducible results, defaults in --help."""
 
 import json
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -150,3 +151,19 @@ def test_report_aggregates_seeds(tmp_path):
   readme.write_text("a\n<!-- report:kronecker_t1 -->\nold\n<!-- /report:kronecker_t1 -->\nb\n")
   assert report.rewrite_readme(readme, {"kronecker_t1": "NEW"}) == ["kronecker_t1"]
   assert readme.read_text() == "a\n<!-- report:kronecker_t1 -->\nNEW\n<!-- /report:kronecker_t1 -->\nb\n"
+
+
+def test_resume_of_a_multi_run_example_starts_the_runs_that_had_not_started(tmp_path, capsys):
+  # Killed during its first run: the later runs have no directory yet.
+  base = ["--smoke", "--method", "all", "--steps", "2", "--log_every", "2",
+          "--checkpoint_every", "2", "--out", str(tmp_path)]
+  sine_meta_learning.main(base)
+  first = json.loads((tmp_path / "results.json").read_text())["results"]
+  shutil.rmtree(tmp_path / "imaml")
+  capsys.readouterr()
+  sine_meta_learning.main(base + ["--resume"])
+  said = capsys.readouterr().out
+  assert "[sine: maml] resumed from step 2" in said
+  assert "no checkpoint yet" in said and "imaml" in said
+  again = json.loads((tmp_path / "results.json").read_text())["results"]
+  assert again == first   # same key, same result, resumed or not
