@@ -81,7 +81,6 @@ def run(quick: bool = False) -> dict:
   for steps in lengths:
     loss, params = problem(channels, steps, 16 if quick else 28)
     dim = sum(x.size for x in jax.tree_util.tree_leaves(params))
-    # Quick mode (tests) compiles the slow forward_mode / FD programs once only.
     # Quick mode (tests) skips the slow-to-compile forward_mode / FD programs.
     names = ESTIMATORS if not quick else ("backprop", "es_wsr")
     entry = {name: common.temp_bytes(lambda p, k, e=ESTIMATORS[name]: e(loss, p, k), params,

@@ -86,7 +86,8 @@ def device(records: list[dict]) -> str:
 
 def commands(records: list[dict]) -> str:
   """The commands that produced ``records``, with the seed generalised."""
-  cmds = sorted({re.sub(r"(--seed |/seed)\d+", r"\1S", r.get("command", "")) for r in records})
+  cmds = sorted({re.sub(r"(--seed |/seed)\d+", r"\1S", r.get("command", "")).replace(" --resume", "")
+                 for r in records})
   return "\n".join(f"    {c}" for c in cmds if c)
 
 
@@ -190,11 +191,17 @@ def rotation(records: list[dict]) -> str:
            get("evograd", "test_accuracy").pm(100), get("evograd", "learned_angle").pm(1, 2)],
           ["T1-T2 (λ learned)", "-", get("t1_t2", "test_accuracy").pm(100),
            get("t1_t2", "learned_angle").pm(1, 2)]]
-  angles = [r["results"]["evograd"]["learned_angle"] for r in runs if "evograd" in r["results"]]
+  angles = {m: [r["results"][m]["learned_angle"] for r in runs if m in r["results"]]
+            for m in ("evograd", "t1_t2")}
   flags = runs[0]["flags"] if runs else {}
+  truth = flags.get("angle", 30.0)
+  per_seed = "; ".join(
+      f"{name} {', '.join(f'{a:.1f}' for a in angles[m])} (largest |λ − {truth:g}°|: "
+      f"{max(abs(a - truth) for a in angles[m]):.1f}°)"
+      for m, name in (("evograd", "EvoGrad"), ("t1_t2", "T1-T2")) if angles[m])
   return (table(["run", "paper (MNIST, 5 seeds)", f"rotated-test accuracy % ({len(runs)} seeds)",
                  "learned angle ° (mean ± std)"], rows)
-          + f"\n\nPer-seed EvoGrad angles: {', '.join(f'{a:.1f}' for a in angles)}. Omniglot "
+          + f"\n\nLearned angles per seed: {per_seed}. Omniglot "
           f"({flags.get('classes')} characters, {flags.get('train_per_class')} upright training "
           f"images each, {runs[0].get('test_images') if runs else '-'} rotated test images); "
           f"EvoGrad K = {flags.get('population')}, {flags.get('keys')} key per step, sign noise, "
