@@ -247,7 +247,7 @@ def run_row(name: str, row: Row, problem: Problem, args) -> dict:
                              problem.data))
   mean, ci = common.mean_ci95(accs)
   count = sum(x.size for x in jax.tree_util.tree_leaves(meta["rule"]))
-  status = f"diverged at step {result.diverged_at}" if result.diverged_at else "converged"
+  status = f"diverged at step {result.diverged_at}" if result.diverged_at else "finite throughout"
   common.say(f"{name}: test accuracy {mean:.4f} +/- {ci:.4f} ({status}; inner lr {inner_lr}, "
              f"meta lr {meta_lr}; optimizer params {count})")
   return {"test_accuracy": mean, "test_ci95": ci, "test_std": float(accs.std()),

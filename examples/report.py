@@ -47,6 +47,8 @@ class Stat:
   def pm(self, scale: float = 1.0, digits: int = 2, ci: bool = False) -> str:
     if not self.n:
       return "-"
+    if self.n == 1:  # no spread to show from one run
+      return f"{scale * self.mean:.{digits}f} (1 run)"
     spread = self.ci95 if ci else self.std
     if abs(scale * self.mean) >= 1e5:  # a diverged run: fixed point would print 17 digits
       return f"{scale * self.mean:.3g} ± {scale * spread:.3g}"
@@ -162,7 +164,9 @@ PAPER_T2 = {"SCNN w/ MAML": "60.94 ± 1.54", "SCNN w/ MSGD": "69.25 ± 0.81",
 
 def kronecker_t2(records: list[dict]) -> str:
   runs = under(records, "kronecker_t2")
-  flags = runs[0]["flags"] if runs else {}
+  if not runs:
+    return "*(no runs)*"
+  flags = runs[0]["flags"]
   rows = []
   for name in KRONECKER_T2_ROWS:
     res = [r["results"][name] for r in runs if name in r.get("results", {})]
@@ -233,6 +237,7 @@ ES_SWEEPS = {
     "estimator at the same budget": ["backprop", "es_wsr_P64_sigma0.01",
                                      "es_wsr_P64_sigma0.01_antithetic", "finite_difference_n64"],
 }
+ES_PLOT_NAMES = dict(zip(ES_SWEEPS, ("population", "sigma", "estimator")))
 ES_LABELS = {
     "es_wsr_P16_sigma0.01": "ES-WSR, P = 16", "es_wsr_P64_sigma0.01": "ES-WSR, P = 64",
     "es_wsr_P256_sigma0.01": "ES-WSR, P = 256", "es_wsr_P64_sigma0.001": "σ = 0.001, α = 0.1",
@@ -251,23 +256,26 @@ def es_protonet(records: list[dict], plots: pathlib.Path | None = None) -> str:
                         for r in by_config.get(c, []))
   parts = []
   for title, configs in ES_SWEEPS.items():
-    rows = [[ES_LABELS[c].replace("σ = 0.01", "σ = 0.01"), stat(c).pm(100, ci=True),
-             stat(c).n] for c in configs if c in by_config]
-    label = ES_LABELS.get(configs[1], configs[1]) if "σ" in title else ""
+    # In the σ sweep the shared P = 64 run is the σ = 0.01 point.
+    label = lambda c: ("σ = 0.01, α = 1" if ES_PLOT_NAMES[title] == "sigma"
+                       and c == "es_wsr_P64_sigma0.01" else ES_LABELS[c])
+    rows = [[label(c), stat(c).pm(100, ci=True), stat(c).n] for c in configs if c in by_config]
     parts.append(f"**{title}**\n\n" + table(
         ["configuration", "test accuracy % (mean ± 95% CI over seeds)", "seeds"], rows))
+    png = f"es_protonet_{ES_PLOT_NAMES[title]}.png"
     if plots is not None and rows:
-      _bar_plot(plots / f"es_protonet_{len(parts)}.png", title,
-                [ES_LABELS[c] for c in configs if c in by_config],
+      _bar_plot(plots / png, title, [label(c) for c in configs if c in by_config],
                 [stat(c) for c in configs if c in by_config])
+    if rows:
+      parts[-1] += f"\n\n![{title}](examples/results/{png})"
   flags = runs[0]["flags"] if runs else {}
   return ("\n\n".join(parts)
           + f"\n\nOmniglot 5-way 5-shot (train and test), the paper's 4804/1012/676 class split, "
           f"conv4 with {flags.get('channels')} channels on {flags.get('image_size')}x"
           f"{flags.get('image_size')} images, {flags.get('steps')} training episodes (paper: "
           f"20,000 with 16-64 channels on TPUs), {flags.get('test_episodes')} test episodes per "
-          f"seed; SGD at the paper's α for ES, Adam for backprop and FD. Plots: "
-          f"`examples/results/es_protonet_*.png`. {device(runs)}; {wall(runs)} per run on "
+          f"seed; SGD at the paper's α for ES, Adam for backprop and FD; chunks of 8 members. "
+          f"{device(runs)}; {wall(runs)} per run on "
           f"average. Commands:\n\n" + commands(runs))
 
 
