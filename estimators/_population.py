@@ -114,10 +114,16 @@ def map_and_sum(fn: Callable, indices: Array, chunk_size: int | None):
 # consuming noise in cache-sized chunks made an es step at D = 1e6, P = 64 2x
 # faster than drawing all 32 directions at once), and its members'
 # intermediate values (XLA's compiled temporaries of one member, measured) in
-# AUTO_MEMBER_BYTES. On accelerators the whole population runs at once unless
-# its temporaries would take more than AUTO_DEVICE_FRACTION of device memory.
+# AUTO_MEMBER_BYTES. Members whose direction alone exceeds half the noise
+# budget run two at a time when two fit in AUTO_PAIR_BYTES: one member's
+# noise is drawn on one core (benchmark 9, D = 1e6 MLP: chunk 2 is 2.5x
+# faster than chunk 1). The budgets are calibrated on benchmark 9's grid
+# (conv4-16 ProtoNet: chunk 1 best, 9.4 MiB per member; MLPs D = 1e3..1e6).
+# On accelerators the whole population runs at once unless its temporaries
+# would take more than AUTO_DEVICE_FRACTION of device memory.
 AUTO_NOISE_BYTES = 2 * 2**20
-AUTO_MEMBER_BYTES = 64 * 2**20
+AUTO_MEMBER_BYTES = 16 * 2**20
+AUTO_PAIR_BYTES = 256 * 2**20
 AUTO_DEVICE_FRACTION = 0.25
 _DEFAULT_DEVICE_BYTES = 8 * 2**30     # when a backend reports no memory limit
 _member_bytes_cache: dict = {}
@@ -166,6 +172,8 @@ def auto_chunk_size(num_units: int, size: int, dtype, unit_bytes: int | None = N
   work = max(unit_bytes or 0, 1)
   if jax.default_backend() == "cpu":
     fit = min(AUTO_NOISE_BYTES // direction, AUTO_MEMBER_BYTES // work)
+    if 2 * direction > AUTO_NOISE_BYTES and 2 * work <= AUTO_PAIR_BYTES:
+      fit = max(fit, 2)
   else:
     fit = int(AUTO_DEVICE_FRACTION * _device_bytes()) // (direction + work)
   if fit >= num_units:
