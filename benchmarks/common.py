@@ -23,12 +23,15 @@ def temp_bytes(fn: Callable, *args, exe=None) -> int:
   return int(exe.memory_analysis().temp_size_in_bytes)
 
 
-def timeit(fn: Callable, *args, repeats: int = 5, exe=None) -> dict:
-  """Median / min / max wall time of a compiled call, after one warm-up call."""
+def timeit(fn: Callable, *args, repeats: int = 5, exe=None, min_total_s: float = 0.0,
+           max_repeats: int = 200) -> dict:
+  """Median / min / max wall time of a compiled call, after one warm-up call:
+  ``repeats`` calls, or more (up to ``max_repeats``) until they took
+  ``min_total_s`` in all, so that millisecond calls get a stable median."""
   exe = compiled(fn, *args) if exe is None else exe
   jax.block_until_ready(exe(*args))
   times = []
-  for _ in range(repeats):
+  while len(times) < repeats or (sum(times) < min_total_s and len(times) < max_repeats):
     start = time.perf_counter()
     jax.block_until_ready(exe(*args))
     times.append(time.perf_counter() - start)
@@ -37,10 +40,10 @@ def timeit(fn: Callable, *args, repeats: int = 5, exe=None) -> dict:
           "max_s": float(np.max(times))}
 
 
-def measure(fn: Callable, *args, repeats: int = 5) -> dict:
+def measure(fn: Callable, *args, repeats: int = 5, min_total_s: float = 0.0) -> dict:
   """:func:`timeit` plus ``temp_bytes``, from a single compilation."""
   exe = compiled(fn, *args)
-  return {**timeit(fn, *args, repeats=repeats, exe=exe),
+  return {**timeit(fn, *args, repeats=repeats, exe=exe, min_total_s=min_total_s),
           "temp_bytes": temp_bytes(fn, *args, exe=exe)}
 
 
