@@ -47,12 +47,12 @@ class Stat:
   def pm(self, scale: float = 1.0, digits: int = 2, ci: bool = False) -> str:
     if not self.n:
       return "-"
+    # A diverged run in fixed point would print 17 digits.
+    fmt = ".3g" if abs(scale * self.mean) >= 1e5 else f".{digits}f"
     if self.n == 1:  # no spread to show from one run
-      return f"{scale * self.mean:.{digits}f} (1 run)"
+      return f"{scale * self.mean:{fmt}} (1 run)"
     spread = self.ci95 if ci else self.std
-    if abs(scale * self.mean) >= 1e5:  # a diverged run: fixed point would print 17 digits
-      return f"{scale * self.mean:.3g} ± {scale * spread:.3g}"
-    return f"{scale * self.mean:.{digits}f} ± {scale * spread:.{digits}f}"
+    return f"{scale * self.mean:{fmt}} ± {scale * spread:{fmt}}"
 
 
 def load(root: pathlib.Path) -> list[dict]:
@@ -266,8 +266,8 @@ def es_protonet(records: list[dict], plots: pathlib.Path | None = None) -> str:
     if plots is not None and rows:
       _bar_plot(plots / png, title, [label(c) for c in configs if c in by_config],
                 [stat(c) for c in configs if c in by_config])
-    if rows:
-      parts[-1] += f"\n\n![{title}](examples/results/{png})"
+    if rows:  # linked where it is written (the runs directory)
+      parts[-1] += f"\n\n![{title}]({(plots or pathlib.Path('examples/results')) / png})"
   flags = runs[0]["flags"] if runs else {}
   return ("\n\n".join(parts)
           + f"\n\nOmniglot 5-way 5-shot (train and test), the paper's 4804/1012/676 class split, "

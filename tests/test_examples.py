@@ -167,3 +167,10 @@ def test_resume_of_a_multi_run_example_starts_the_runs_that_had_not_started(tmp_
   assert "no checkpoint yet" in said and "imaml" in said
   again = json.loads((tmp_path / "results.json").read_text())["results"]
   assert again == first   # same key, same result, resumed or not
+
+
+def test_report_cells_for_one_run_and_diverged_values():
+  assert report.Stat([0.8]).pm(100) == "80.00 (1 run)"     # no made-up ± 0.00
+  assert report.Stat([1.4e7, 1.4e7]).pm(1, 4) == "1.4e+07 ± 0"
+  assert report.Stat([2.0e7]).pm(1, 4) == "2e+07 (1 run)"
+  assert report.Stat([]).pm() == "-"
