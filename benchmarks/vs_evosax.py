@@ -1,7 +1,9 @@
 """3. metagrad vs evosax (optional extra): the same loss, D, P and sigma.
 
 evosax's OpenAI-ES ``ask -> evaluate -> tell`` (centered ranks, SGD) against
-``estimators.es(shaping="centered_rank")`` + ``optax.sgd``; both one jitted step.
+``estimators.es(shaping="centered_rank")`` + ``optax.sgd``; both one jitted step,
+with the same sampling on both sides: mirrored pairs (evosax's default,
+``antithetic=True`` here: P/2 directions) and plain (P directions).
 metagrad runs with its defaults (``chunk_size="auto"``, keyed normal noise),
 with ``chunk_size=None`` (every direction drawn at once, as evosax does) and
 with ``noise="table"`` (slices of one keyed Gaussian table per call).
@@ -18,6 +20,7 @@ import optax
 
 from benchmarks import common
 from metagrad import estimators
+from metagrad.estimators import _population
 
 
 def loss_fn(x):
@@ -32,9 +35,77 @@ def bandwidth_floor_ns() -> float:
   return t["median_s"] / x.size * 1e9
 
 
+def _compare(dim: int, population: int, sigma: float, lr: float, mirrored: bool,
+             repeats: int) -> dict:
+  """One step of each side at one D: evosax OpenES against metagrad's es
+  (defaults, all-at-once, table noise), the same sampling on both sides."""
+  from evosax.algorithms import Open_ES
+  x0 = jnp.zeros(dim)
+  strategy = Open_ES(population_size=population, solution=x0, optimizer=optax.sgd(lr),
+                     std_schedule=optax.constant_schedule(sigma),
+                     use_antithetic_sampling=mirrored)
+  es_params = strategy.default_params
+  es_state = strategy.init(jax.random.PRNGKey(0), x0, es_params)
+
+  def evosax_step(state, key):
+    k_ask, k_tell = jax.random.split(key)
+    pop, state = strategy.ask(k_ask, state, es_params)
+    fitness = jax.vmap(loss_fn)(pop)
+    state, _ = strategy.tell(k_tell, pop, fitness, state, es_params)
+    return state
+
+  opt = optax.sgd(lr)
+  ours_state = (x0, opt.init(x0))
+
+  def metagrad_step(state, key, **kwargs):  # no kwargs: the estimator's defaults
+    x, opt_state = state
+    g = estimators.es(loss_fn, x, key, sigma=sigma, population=population,
+                      shaping="centered_rank", antithetic=mirrored, **kwargs)
+    updates, opt_state = opt.update(g, opt_state)
+    return optax.apply_updates(x, updates), opt_state
+
+  key = jax.random.PRNGKey(1)
+  t_evo = common.measure(evosax_step, es_state, key, repeats=repeats)
+  t_ours = common.measure(metagrad_step, ours_state, key, repeats=repeats)
+  t_full = common.measure(lambda s, k: metagrad_step(s, k, chunk_size=None), ours_state, key,
+                          repeats=repeats)
+  t_table = common.measure(lambda s, k: metagrad_step(s, k, noise="table"), ours_state, key,
+                           repeats=repeats)
+  ratio = lambda field, ours: t_evo[field] / max(ours[field], 1e-12)
+  # The default path cannot beat its own noise: centered ranks need every loss
+  # before any weight, so each of the P (or P/2 mirrored) directions is drawn
+  # twice, once per pass, without storing the population.
+  units = population // 2 if mirrored else population
+  normal_ns = keyed_normal_ns(dim, units, repeats)
+  noise_only_s = 2 * units * dim * normal_ns * 1e-9
+  return {"evosax": t_evo, "keyed_normal_ns": normal_ns, "noise_only_s": noise_only_s,
+          "ceiling_time_ratio_keyed_normal": t_evo["median_s"] / noise_only_s, "metagrad": t_ours, "metagrad_chunk_none": t_full,
+          "metagrad_table": t_table,
+          "time_ratio_evosax_over_metagrad": ratio("median_s", t_ours),
+          "memory_ratio_evosax_over_metagrad": ratio("temp_bytes", t_ours),
+          "time_ratio_evosax_over_metagrad_chunk_none": ratio("median_s", t_full),
+          "memory_ratio_evosax_over_metagrad_chunk_none": ratio("temp_bytes", t_full),
+          "time_ratio_evosax_over_metagrad_table": ratio("median_s", t_table),
+          "ns_per_member_element": {n: t["median_s"] / (population * dim) * 1e9 for n, t in
+                                    (("evosax", t_evo), ("metagrad", t_ours),
+                                     ("metagrad_table", t_table))}}
+
+
+def keyed_normal_ns(dim: int, units: int, repeats: int) -> float:
+  """Nanoseconds per normal of the default noise alone: ``units`` keyed
+  D-vectors drawn as ``es`` draws them (``fold_in(key, u)``), each reduced
+  at once so that nothing but the draw is timed."""
+  def draw_all(key):
+    one = lambda u: jnp.sum(_population.gaussian_direction(key, u, dim, jnp.float32,
+                                                                 antithetic=False))
+    return jax.lax.map(one, jnp.arange(units))
+  t = common.timeit(draw_all, jax.random.PRNGKey(2), repeats=repeats)
+  return t["median_s"] / (units * dim) * 1e9
+
+
 def run(quick: bool = False) -> dict:
   try:
-    from evosax.algorithms import Open_ES
+    import evosax.algorithms  # noqa: F401
   except ImportError:
     return {"skipped": "evosax not installed (pip install -e '.[bench]')", "markdown": ""}
   # Quick: one size where every direction fits in cache and one where "auto" chunks.
@@ -42,77 +113,45 @@ def run(quick: bool = False) -> dict:
   population, sigma, lr = (8 if quick else 64), 0.01, 0.05
   repeats = 2 if quick else 7
   rows, data = [], {}
-  for dim in dims:
-    x0 = jnp.zeros(dim)
-    strategy = Open_ES(population_size=population, solution=x0, optimizer=optax.sgd(lr),
-                       std_schedule=optax.constant_schedule(sigma))
-    es_params = strategy.default_params
-    es_state = strategy.init(jax.random.PRNGKey(0), x0, es_params)
-
-    def evosax_step(state, key):
-      k_ask, k_tell = jax.random.split(key)
-      pop, state = strategy.ask(k_ask, state, es_params)
-      fitness = jax.vmap(loss_fn)(pop)
-      state, _ = strategy.tell(k_tell, pop, fitness, state, es_params)
-      return state
-
-    opt = optax.sgd(lr)
-    ours_state = (x0, opt.init(x0))
-
-    def metagrad_step(state, key, chunk_size="auto"):  # "auto": the estimator's default
-      x, opt_state = state
-      g = estimators.es(loss_fn, x, key, sigma=sigma, population=population,
-                        shaping="centered_rank", chunk_size=chunk_size)
-      updates, opt_state = opt.update(g, opt_state)
-      return optax.apply_updates(x, updates), opt_state
-
-    all_at_once_step = lambda state, key: metagrad_step(state, key, chunk_size=None)
-
-    def table_step(state, key):
-      x, opt_state = state
-      g = estimators.es(loss_fn, x, key, sigma=sigma, population=population,
-                        shaping="centered_rank", noise="table")
-      updates, opt_state = opt.update(g, opt_state)
-      return optax.apply_updates(x, updates), opt_state
-
-    key = jax.random.PRNGKey(1)
-    t_evo = common.measure(evosax_step, es_state, key, repeats=repeats)
-    t_ours = common.measure(metagrad_step, ours_state, key, repeats=repeats)
-    t_full = common.measure(all_at_once_step, ours_state, key, repeats=repeats)
-    t_table = common.measure(table_step, ours_state, key, repeats=repeats)
-    ratio = lambda field, ours: t_evo[field] / max(ours[field], 1e-12)
-    entry = {"evosax": t_evo, "metagrad": t_ours, "metagrad_chunk_none": t_full,
-             "time_ratio_evosax_over_metagrad": ratio("median_s", t_ours),
-             "memory_ratio_evosax_over_metagrad": ratio("temp_bytes", t_ours),
-             "time_ratio_evosax_over_metagrad_chunk_none": ratio("median_s", t_full),
-             "memory_ratio_evosax_over_metagrad_chunk_none": ratio("temp_bytes", t_full),
-             "metagrad_table": t_table,
-             "time_ratio_evosax_over_metagrad_table": ratio("median_s", t_table),
-             "ns_per_member_element": {n: t["median_s"] / (population * dim) * 1e9 for n, t in
-                                       (("evosax", t_evo), ("metagrad", t_ours),
-                                        ("metagrad_table", t_table))}}
-    data[dim] = entry
-    ms = lambda t: f"{t['median_s'] * 1e3:.2f}"
-    rows.append([f"{dim:,}", population, ms(t_evo), ms(t_ours),
-                 f"**{entry['time_ratio_evosax_over_metagrad']:.2f}**",
-                 common.mib(t_evo["temp_bytes"]), common.mib(t_ours["temp_bytes"]),
-                 f"**{entry['memory_ratio_evosax_over_metagrad']:.1f}**", ms(t_full),
-                 f"{entry['time_ratio_evosax_over_metagrad_chunk_none']:.2f}",
-                 common.mib(t_full["temp_bytes"]), ms(t_table),
-                 f"**{entry['time_ratio_evosax_over_metagrad_table']:.2f}**",
-                 " / ".join(f"{v:.2f}" for v in entry["ns_per_member_element"].values())])
-    print(f"D={dim}: evosax {ms(t_evo)} ms, metagrad {ms(t_ours)} ms "
-          f"(chunk_size=None {ms(t_full)} ms)", flush=True)
-  table = common.markdown_table(["D", "P", "evosax ms/step", "metagrad ms/step",
+  # evosax's OpenES samples mirrored pairs by default (P/2 draws); the same
+  # estimator in metagrad is antithetic=True. Both samplings are compared.
+  for sampling in ("antithetic", "plain"):
+    mirrored = sampling == "antithetic"
+    data[sampling] = {}
+    for dim in dims:
+      entry = _compare(dim, population, sigma, lr, mirrored, repeats)
+      data[sampling][dim] = entry
+      t_evo, t_ours, t_full, t_table = (entry[k] for k in ("evosax", "metagrad",
+                                                          "metagrad_chunk_none",
+                                                          "metagrad_table"))
+      ms = lambda t: f"{t['median_s'] * 1e3:.2f}"
+      rows.append([sampling, f"{dim:,}", population, ms(t_evo), ms(t_ours),
+                   f"**{entry['time_ratio_evosax_over_metagrad']:.2f}**",
+                   common.mib(t_evo["temp_bytes"]), common.mib(t_ours["temp_bytes"]),
+                   f"**{entry['memory_ratio_evosax_over_metagrad']:.1f}**", ms(t_full),
+                   f"{entry['time_ratio_evosax_over_metagrad_chunk_none']:.2f}",
+                   common.mib(t_full["temp_bytes"]), ms(t_table),
+                   f"**{entry['time_ratio_evosax_over_metagrad_table']:.2f}**",
+                   " / ".join(f"{v:.2f}" for v in entry["ns_per_member_element"].values()),
+                   f"{entry['keyed_normal_ns']:.2f}",
+                   f"{entry['ceiling_time_ratio_keyed_normal']:.2f}"])
+      print(f"{sampling} D={dim}: evosax {ms(t_evo)} ms, metagrad {ms(t_ours)} ms "
+            f"(chunk_size=None {ms(t_full)} ms, table {ms(t_table)} ms)", flush=True)
+  table = common.markdown_table(["sampling", "D", "P", "evosax ms/step", "metagrad ms/step",
                                  "time evosax / metagrad", "evosax temp MiB",
                                  "metagrad temp MiB", "memory evosax / metagrad",
                                  "metagrad chunk_size=None ms/step", "time evosax / (None)",
                                  "chunk_size=None temp MiB", "noise='table' ms/step",
                                  "time evosax / table",
-                                 "ns per member-element: evosax / metagrad / table"], rows)
+                                 "ns per member-element: evosax / metagrad / table",
+                                 "ns per keyed normal", "ceiling of evosax / default "
+                                 "(noise alone, 2 passes)"], rows)
   floor = bandwidth_floor_ns()
   table += (f"\n\nMemory-bandwidth floor on this machine: {floor:.3f} ns per float read "
             f"(sum of a 256 MiB array); an ES step must at least create or read each member's "
-            f"D-vector once.")
+            f"D-vector once. The ceiling column is evosax's time over the time of the "
+            f"default path's noise alone (each direction drawn in both passes of centered "
+            f"ranks, nothing else): with `jax.random.normal`'s threefry draws and no stored "
+            f"population, no implementation of the default path can beat it.")
   return {"population": population, "sigma": sigma, "bandwidth_floor_ns": floor,
           "results": data, "markdown": table}

@@ -143,6 +143,14 @@ def imaml(support_loss: Callable[[Any], jax.Array], query_loss: Callable[[Any], 
   Memory is independent of the T steps that found ``adapted``: only one
   gradient and Hessian-vector products are kept.
 
+  The formula holds at a solution, so the inner loop must actually solve the
+  proximal problem: plain gradient descent on it is stable only for a step
+  below 2 / (lambda_max(H_S) + reg). MAML's usual Omniglot step of 0.4 is 14x
+  past that on a conv4 with batch-statistics norm (lambda_max(H_S) ~ 70 at
+  initialisation): the iterates oscillate instead of converging, and the
+  meta-gradient is wrong (README "iMAML vs MAML"; the gradient left after
+  adaptation is the check).
+
   Args:
     support_loss: ``theta -> scalar``, the task's training loss.
     query_loss: ``theta -> scalar`` (``-> (scalar, aux)`` with ``has_aux``).

@@ -241,6 +241,12 @@ class MetricsLog:
     return [json.loads(line) for line in self.path.read_text().splitlines() if line]
 
 
+def logged_curve(out: str | pathlib.Path, metric: str) -> list[list[float]]:
+  """``[[step, value], ...]`` of one metric from a run's ``metrics.jsonl``."""
+  rows = MetricsLog(pathlib.Path(out), total=0, name="").read()
+  return [[r["step"], r[metric]] for r in rows if metric in r]
+
+
 def plot_curves(records: list[dict], png: pathlib.Path, title: str) -> None:
   if not is_main_process() or not records:
     return

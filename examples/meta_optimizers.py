@@ -253,7 +253,10 @@ def run_row(name: str, row: Row, problem: Problem, args) -> dict:
   return {"test_accuracy": mean, "test_ci95": ci, "test_std": float(accs.std()),
           "steps": result.steps, "diverged_at": result.diverged_at, "inner_lr": inner_lr,
           "meta_lr": meta_lr, "paper_inner_lr": row.paper_inner_lr,
-          "paper_meta_lr": row.paper_meta_lr, "meta_optimizer_parameters": int(count)}
+          "paper_meta_lr": row.paper_meta_lr, "meta_optimizer_parameters": int(count),
+          # The logged training curve (window means), so the report can say whether it was flat.
+          "train_curve": common.logged_curve(run_args.out, "acc"),
+          "train_loss_curve": common.logged_curve(run_args.out, "loss")}
 
 
 def main(argv=None):

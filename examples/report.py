@@ -162,28 +162,62 @@ PAPER_T2 = {"SCNN w/ MAML": "60.94 ± 1.54", "SCNN w/ MSGD": "69.25 ± 0.81",
             "SCNN w/ MC": "85.70 ± 0.91", "SCNN w/ KFC": "91.13 ± 0.93"}
 
 
+def late_change(curve, fraction: float = 0.3) -> float | None:
+  """How much a logged curve ``[[step, value], ...]`` still moved over its last
+  ``fraction`` of steps: last value minus the value logged at (1 - fraction)
+  of the way (window means); None without a curve."""
+  if not curve or len(curve) < 2:
+    return None
+  start = curve[-1][0] * (1 - fraction)
+  before = [v for s, v in curve if s <= start] or [curve[0][1]]
+  return curve[-1][1] - before[-1]
+
+
 def kronecker_t2(records: list[dict]) -> str:
   runs = under(records, "kronecker_t2")
   if not runs:
     return "*(no runs)*"
   flags = runs[0]["flags"]
-  rows = []
-  for name in KRONECKER_T2_ROWS:
-    res = [r["results"][name] for r in runs if name in r.get("results", {})]
-    rows.append([name, PAPER_T2[name], Stat(x["test_accuracy"] for x in res).pm(100),
-                 len(res)])
-  ordering = sorted(KRONECKER_T2_ROWS, key=lambda n: Stat(
-      r["results"][n]["test_accuracy"] for r in runs if n in r.get("results", {})).mean)
+  # Rows re-run at another meta learning rate (a deviation), one folder per rate.
+  reruns = under(records, "kronecker_t2_kfc_meta_lr")
+  entries = [(name, name, runs) for name in KRONECKER_T2_ROWS]
+  for lr in sorted({r["flags"]["meta_lr"] for r in reruns}, reverse=True):
+    at_lr = [r for r in reruns if r["flags"]["meta_lr"] == lr]
+    for name in KRONECKER_T2_ROWS:
+      if any(name in r["results"] for r in at_lr):
+        entries.append((f"{name}, meta lr {lr:g} (deviation)", name, at_lr))
+  rows, means = [], {}
+  for label, name, source in entries:
+    res = [r["results"][name] for r in source if name in r.get("results", {})]
+    late = [d for d in (late_change(x.get("train_curve")) for x in res) if d is not None]
+    lrs = sorted({x["meta_lr"] for x in res})
+    curves = [x["train_curve"] for x in res if x.get("train_curve")]
+    peak_last = (f"{100 * Stat(max(v for _, v in c) for c in curves).mean:.1f} → "
+                 f"{100 * Stat(c[-1][1] for c in curves).mean:.1f}") if curves else "-"
+    losses = [max(v for _, v in x["train_loss_curve"]) for x in res if x.get("train_loss_curve")]
+    rows.append([label, PAPER_T2[name], Stat(x["test_accuracy"] for x in res).pm(100),
+                 Stat(late).pm(100, 1) if late else "-", peak_last,
+                 ", ".join(f"{v:.3g}" for v in losses) or "-",
+                 "/".join(f"{v:g}" for v in lrs), len(res)])
+    means[label] = Stat(x["test_accuracy"] for x in res).mean
+  short = lambda label: label.replace("SCNN w/ ", "").replace(" (deviation)", "")
+  order = lambda labels: " < ".join(short(n) for n in sorted(labels, key=means.get))
+  orders = f"Measured order (worst to best) at the paper's rates: {order(KRONECKER_T2_ROWS)}"
+  for label, name, _ in entries[len(KRONECKER_T2_ROWS):]:
+    swapped = [label if n == name else n for n in KRONECKER_T2_ROWS]
+    orders += f"; with {short(label)}: {order(swapped)}"
   settings = (f"{flags.get('way')}-way {flags.get('shot')}-shot, SCNN with "
               f"{flags.get('channels')} channels, meta-batch {flags.get('meta_batch')}, "
               f"{flags.get('inner_steps')} adaptation steps, {flags.get('steps')} meta-steps, "
               f"{flags.get('test_tasks')} test tasks" if flags else "")
   return (table(["row", "paper (10-way 5-shot, 64 ch)", "metagrad: acc. % (mean ± std over seeds)",
+                 "train acc. change over the last 30% of steps (pts)",
+                 "train acc. %: best logged → last (mean)",
+                 "largest logged train loss, per seed", "meta lr (paper: 0.003)",
                  "seeds"], rows)
-          + f"\n\nSettings: {settings}. Measured order (worst to best): "
-          + " < ".join(n.replace("SCNN w/ ", "") for n in ordering)
-          + f"; paper: MAML < MSGD < MC < KFC. {wall(runs)} per seed (4 rows), {device(runs)}. "
-          f"Commands:\n\n" + commands(runs))
+          + f"\n\nSettings: {settings}. {orders}; paper: MAML < MSGD < MC < KFC. "
+          f"{wall(runs)} per run of the paper-rate rows, {device(runs + reruns)}. "
+          f"Commands:\n\n" + commands(runs + reruns))
 
 
 def rotation(records: list[dict]) -> str:
@@ -356,6 +390,15 @@ def unrolled(records: list[dict]) -> str:
           + commands(everything)) if parts else "*(no runs)*"
 
 
+RESIDUAL_HEADER = "inner gradient left after adaptation (× initial)"
+
+
+def residual_cell(results: list[dict]) -> str:
+  """|grad inner objective| after / before adaptation (median over test tasks)."""
+  values = [x["inner_residual"] for x in results if "inner_residual" in x]
+  return Stat(values).pm(1, 2) if values else "-"
+
+
 def imaml(records: list[dict]) -> str:
   rows = []
   runs = under(records, "imaml")
@@ -363,13 +406,24 @@ def imaml(records: list[dict]) -> str:
     res = [r["results"][m] for r in runs if m in r["results"]]
     if res:
       rows.append([m, Stat(x["test_accuracy"] for x in res).pm(100),
+                   residual_cell(res),
                    f"{Stat(x['meta_gradient_temp_bytes'] for x in res).mean / 2**20:.1f}",
                    f"{Stat(x['meta_gradient_time_s'] for x in res).mean * 1e3:.0f}", len(res)])
   if not rows:
     return "*(no runs)*"
   f = runs[0]["flags"]
-  return (table(["method", "test accuracy % (mean ± std)", "meta-gradient temp MiB",
-                 "meta-gradient ms", "seeds"], rows)
+  # iMAML at other inner-loop settings (shorter runs), labelled with them.
+  other = sorted(under(records, "imaml_sweep"), key=lambda r: -r["flags"]["inner_lr"])
+  for r in other:
+    g, x = r["flags"], r["results"]["imaml"]
+    rows.append([f"imaml, {g['inner_steps']} steps of {g['inner_lr']:g}, λ = {g['reg']:g} "
+                 f"({g['steps']} meta-steps, {g['test_tasks']} test tasks)",
+                 Stat([x["test_accuracy"]]).pm(100), residual_cell([x]),
+                 f"{x['meta_gradient_temp_bytes'] / 2**20:.1f}",
+                 f"{x['meta_gradient_time_s'] * 1e3:.0f}", 1])
+  runs = runs + other
+  return (table(["method", "test accuracy % (mean ± std)", RESIDUAL_HEADER,
+                 "meta-gradient temp MiB", "meta-gradient ms", "seeds"], rows)
           + f"\n\nOmniglot {f['way']}-way {f['shot']}-shot, conv4 with {f['channels']} channels, "
           f"{f['inner_steps']} inner SGD steps (lr {f['inner_lr']}) for all three; iMAML λ = "
           f"{f['reg']}, {f['cg_steps']} CG iterations; meta-batch {f['meta_batch']}, Adam "

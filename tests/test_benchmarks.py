@@ -25,13 +25,14 @@ def _check_2(r):
 
 
 def _check_3(r):
-  small, large = r["results"][1000], r["results"][300000]
-  # At D = 1000 "auto" is all-at-once: the same program as chunk_size=None.
-  assert small["metagrad"]["temp_bytes"] == small["metagrad_chunk_none"]["temp_bytes"]
-  # At D = 3e5 "auto" runs the 8 members two at a time (1.2 MB directions) and
-  # holds less than evosax's population matrix or its own all-at-once run.
-  assert large["memory_ratio_evosax_over_metagrad"] > 1.4
-  assert large["metagrad"]["temp_bytes"] < 0.75 * large["metagrad_chunk_none"]["temp_bytes"]
+  for sampling in ("antithetic", "plain"):
+    small, large = r["results"][sampling][1000], r["results"][sampling][300000]
+    # At D = 1000 "auto" is all-at-once: the same program as chunk_size=None.
+    assert small["metagrad"]["temp_bytes"] == small["metagrad_chunk_none"]["temp_bytes"]
+    # At D = 3e5 "auto" draws the directions (1.2 MB) two at a time and holds
+    # less than evosax's population matrix or its own all-at-once run.
+    assert large["memory_ratio_evosax_over_metagrad"] > 1.4, sampling
+    assert large["metagrad"]["temp_bytes"] < 0.75 * large["metagrad_chunk_none"]["temp_bytes"]
 
 
 def _check_4(r):
