@@ -241,9 +241,8 @@ class MetricsLog:
     return [json.loads(line) for line in self.path.read_text().splitlines() if line]
 
 
-def logged_curve(out: str | pathlib.Path, metric: str) -> list[list[float]]:
-  """``[[step, value], ...]`` of one metric from a run's ``metrics.jsonl``."""
-  rows = MetricsLog(pathlib.Path(out), total=0, name="").read()
+def curve(rows: Sequence[dict], metric: str) -> list[list[float]]:
+  """``[[step, value], ...]`` of one metric from ``metrics.jsonl`` rows."""
   return [[r["step"], r[metric]] for r in rows if metric in r]
 
 
@@ -270,6 +269,7 @@ class TrainResult(NamedTuple):
   state: Any
   steps: int                 # steps taken (== --steps unless it diverged)
   diverged_at: int | None    # first logged step whose mean metrics were not finite
+  log: list[dict]            # the rows of metrics.jsonl (window means), resumed ones included
 
 
 def _chunk_runner(step_fn: Callable, seed: int) -> Callable:
@@ -387,8 +387,9 @@ def train(args, *, state: Any, step_fn: Callable, name: str, data: Sequence[Any]
         break
     if step % args.checkpoint_every == 0 or step == args.steps:
       ckpt.save(step, state)
-  plot_curves(log.read(), out / "learning_curve.png", name)
-  return TrainResult(state, step, diverged_at)
+  rows = log.read()
+  plot_curves(rows, out / "learning_curve.png", name)
+  return TrainResult(state, step, diverged_at, rows)
 
 
 def mean_ci95(values) -> tuple[float, float]:

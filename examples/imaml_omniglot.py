@@ -66,12 +66,16 @@ def main(argv=None):
   sample = lambda k, data: tasks.sample_episode(k, data, way=args.way, shot=args.shot,
                                                 query=args.query)
 
-  def adapt(theta, episode):
+  def inner_objective(theta, episode):
+    """What the inner loop minimises: the support loss (iMAML: plus its proximal term)."""
     support = lambda p: ce(p, episode.support_x, episode.support_y)
     if args.method == "imaml":
-      support = estimators.proximal(support, jax.lax.stop_gradient(theta), reg=args.reg)
-    return models.adapt(support, theta, models.sgd(args.inner_lr), {}, steps=args.inner_steps,
-                        first_order=args.method == "fomaml").params
+      return estimators.proximal(support, jax.lax.stop_gradient(theta), reg=args.reg)
+    return support
+
+  def adapt(theta, episode):
+    return models.adapt(inner_objective(theta, episode), theta, models.sgd(args.inner_lr), {},
+                        steps=args.inner_steps, first_order=args.method == "fomaml").params
 
   def task_gradient(theta, episode):
     """One task's meta-gradient and (query loss, query accuracy) after adaptation."""
@@ -125,9 +129,7 @@ def main(argv=None):
       adapted = adapt(theta, episode)
       # How far the inner loop got: |grad of the inner objective| at the adapted
       # parameters over its value at the start (iMAML's gradient assumes ~0).
-      inner = lambda p: ce(p, episode.support_x, episode.support_y)
-      if args.method == "imaml":
-        inner = estimators.proximal(inner, theta, reg=args.reg)
+      inner = inner_objective(theta, episode)
       norm = lambda p: jnp.linalg.norm(jax.flatten_util.ravel_pytree(jax.grad(inner)(p))[0])
       return acc(adapted, episode.query_x, episode.query_y), norm(adapted) / norm(theta)
     return jax.lax.map(one, jax.random.split(key, num), batch_size=8)

@@ -255,8 +255,8 @@ def run_row(name: str, row: Row, problem: Problem, args) -> dict:
           "meta_lr": meta_lr, "paper_inner_lr": row.paper_inner_lr,
           "paper_meta_lr": row.paper_meta_lr, "meta_optimizer_parameters": int(count),
           # The logged training curve (window means), so the report can say whether it was flat.
-          "train_curve": common.logged_curve(run_args.out, "acc"),
-          "train_loss_curve": common.logged_curve(run_args.out, "loss")}
+          "train_curve": common.curve(result.log, "acc"),
+          "train_loss_curve": common.curve(result.log, "loss")}
 
 
 def main(argv=None):

@@ -195,11 +195,12 @@ def kronecker_t2(records: list[dict]) -> str:
     peak_last = (f"{100 * Stat(max(v for _, v in c) for c in curves).mean:.1f} → "
                  f"{100 * Stat(c[-1][1] for c in curves).mean:.1f}") if curves else "-"
     losses = [max(v for _, v in x["train_loss_curve"]) for x in res if x.get("train_loss_curve")]
-    rows.append([label, PAPER_T2[name], Stat(x["test_accuracy"] for x in res).pm(100),
+    accuracy = Stat(x["test_accuracy"] for x in res)
+    rows.append([label, PAPER_T2[name], accuracy.pm(100),
                  Stat(late).pm(100, 1) if late else "-", peak_last,
                  ", ".join(f"{v:.3g}" for v in losses) or "-",
                  "/".join(f"{v:g}" for v in lrs), len(res)])
-    means[label] = Stat(x["test_accuracy"] for x in res).mean
+    means[label] = accuracy.mean
   short = lambda label: label.replace("SCNN w/ ", "").replace(" (deviation)", "")
   order = lambda labels: " < ".join(short(n) for n in sorted(labels, key=means.get))
   orders = f"Measured order (worst to best) at the paper's rates: {order(KRONECKER_T2_ROWS)}"
@@ -400,27 +401,24 @@ def residual_cell(results: list[dict]) -> str:
 
 
 def imaml(records: list[dict]) -> str:
-  rows = []
+  def row(label, res):
+    return [label, Stat(x["test_accuracy"] for x in res).pm(100), residual_cell(res),
+            f"{Stat(x['meta_gradient_temp_bytes'] for x in res).mean / 2**20:.1f}",
+            f"{Stat(x['meta_gradient_time_s'] for x in res).mean * 1e3:.0f}", len(res)]
+
   runs = under(records, "imaml")
-  for m in ("maml", "fomaml", "imaml"):
-    res = [r["results"][m] for r in runs if m in r["results"]]
-    if res:
-      rows.append([m, Stat(x["test_accuracy"] for x in res).pm(100),
-                   residual_cell(res),
-                   f"{Stat(x['meta_gradient_temp_bytes'] for x in res).mean / 2**20:.1f}",
-                   f"{Stat(x['meta_gradient_time_s'] for x in res).mean * 1e3:.0f}", len(res)])
+  rows = [row(m, res) for m in ("maml", "fomaml", "imaml")
+          if (res := [r["results"][m] for r in runs if m in r["results"]])]
   if not rows:
     return "*(no runs)*"
   f = runs[0]["flags"]
   # iMAML at other inner-loop settings (shorter runs), labelled with them.
   other = sorted(under(records, "imaml_sweep"), key=lambda r: -r["flags"]["inner_lr"])
   for r in other:
-    g, x = r["flags"], r["results"]["imaml"]
-    rows.append([f"imaml, {g['inner_steps']} steps of {g['inner_lr']:g}, λ = {g['reg']:g} "
-                 f"({g['steps']} meta-steps, {g['test_tasks']} test tasks)",
-                 Stat([x["test_accuracy"]]).pm(100), residual_cell([x]),
-                 f"{x['meta_gradient_temp_bytes'] / 2**20:.1f}",
-                 f"{x['meta_gradient_time_s'] * 1e3:.0f}", 1])
+    g = r["flags"]
+    rows.append(row(f"imaml, {g['inner_steps']} steps of {g['inner_lr']:g}, λ = {g['reg']:g} "
+                    f"({g['steps']} meta-steps, {g['test_tasks']} test tasks)",
+                    [r["results"]["imaml"]]))
   runs = runs + other
   return (table(["method", "test accuracy % (mean ± std)", RESIDUAL_HEADER,
                  "meta-gradient temp MiB", "meta-gradient ms", "seeds"], rows)
