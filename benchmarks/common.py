@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import re
 import resource
 import subprocess
 import sys
@@ -45,6 +46,41 @@ def measure(fn: Callable, *args, repeats: int = 5, min_total_s: float = 0.0) -> 
   exe = compiled(fn, *args)
   return {**timeit(fn, *args, repeats=repeats, exe=exe, min_total_s=min_total_s),
           "temp_bytes": temp_bytes(fn, *args, exe=exe)}
+
+
+def measure_interleaved(fns: dict[str, Callable], *args, repeats: int = 5,
+                        min_total_s: float = 0.0, max_repeats: int = 200) -> dict:
+  """:func:`measure` for several programs, their calls taken in turns (one
+  call of each per round, the order rotated every round) so that a slow spell
+  of a shared machine, or the page faults that follow a program with large
+  temporaries, land on all of them alike and their ratios stay meaningful."""
+  exes = {name: compiled(fn, *args) for name, fn in fns.items()}
+  for exe in exes.values():
+    jax.block_until_ready(exe(*args))
+  times = {name: [] for name in fns}
+  order = list(exes)
+  while True:
+    done = all(len(t) >= repeats for t in times.values())
+    if done and (all(sum(t) >= min_total_s for t in times.values())
+                 or all(len(t) >= max_repeats for t in times.values())):
+      break
+    for name in order:
+      start = time.perf_counter()
+      jax.block_until_ready(exes[name](*args))
+      times[name].append(time.perf_counter() - start)
+    order = order[1:] + order[:1]
+  gc.collect()
+  return {name: {"median_s": float(np.median(t)), "min_s": float(np.min(t)),
+                 "max_s": float(np.max(t)), "temp_bytes": temp_bytes(fns[name], *args,
+                                                                    exe=exes[name])}
+          for name, t in times.items()}
+
+
+def same_program(f: Callable, g: Callable, *args) -> bool:
+  """Whether ``jit(f)`` and ``jit(g)`` lower to the same program (source
+  locations aside): then timing both measures only the machine's noise."""
+  text = lambda fn: re.sub(r"loc\(.*?\)|#loc\d*", "", jax.jit(fn).lower(*args).as_text())
+  return text(f) == text(g)
 
 
 def peak_rss_of(code: str) -> int:

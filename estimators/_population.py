@@ -18,10 +18,12 @@ Three ideas keep populations cheap and reproducible:
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from . import _normal
 
 Array = jax.Array
 
@@ -115,22 +117,36 @@ def map_and_sum(fn: Callable, indices: Array, chunk_size: int | None):
 # faster than drawing all 32 directions at once), and its members'
 # intermediate values (XLA's compiled temporaries of one member, measured) in
 # AUTO_MEMBER_BYTES. Members whose direction alone exceeds half the noise
-# budget run two at a time when two fit in AUTO_PAIR_BYTES: one member's
-# noise is drawn on one core (benchmark 9, D = 1e6 MLP: chunk 2 is 2.5x
-# faster than chunk 1). The budgets are calibrated on benchmark 9's grid
-# (conv4-16 ProtoNet: chunk 1 best, 9.4 MiB per member; MLPs D = 1e3..1e6).
+# budget run two at a time when two fit in AUTO_PAIR_BYTES and their loss is
+# compute-bound (at least AUTO_PAIR_FLOPS flops per parameter in XLA's cost
+# analysis of one member): two members' matmuls then run as one batched
+# product that keeps both cores busy (benchmark 9, D = 1e6 MLP on 256
+# examples, ~512 flops per parameter: chunk 2 is 2x faster than chunk 1),
+# while an elementwise loss (~7 flops per parameter, benchmark 3) only gains
+# a second direction competing for cache (chunk 1 is 1.3x faster there).
+# The budgets are calibrated on benchmark 9's grid (conv4-16 ProtoNet:
+# chunk 1 best, 9.4 MiB per member; MLPs D = 1e3..1e6) and benchmark 3.
 # On accelerators the whole population runs at once unless its temporaries
 # would take more than AUTO_DEVICE_FRACTION of device memory.
 AUTO_NOISE_BYTES = 2 * 2**20
 AUTO_MEMBER_BYTES = 16 * 2**20
 AUTO_PAIR_BYTES = 256 * 2**20
+AUTO_PAIR_FLOPS = 64
 AUTO_DEVICE_FRACTION = 0.25
 _DEFAULT_DEVICE_BYTES = 8 * 2**30     # when a backend reports no memory limit
-_member_bytes_cache: dict = {}
+_member_cost_cache: dict = {}
 
 
-def member_bytes(fn: Callable, *args) -> int | None:
-  """XLA's compiled temporary bytes of ``fn(*args)``, one member's work.
+class MemberCost(NamedTuple):
+  """XLA's compiled view of one member's work: peak temporary bytes and
+  flops (``None`` where the backend's cost analysis gives none)."""
+  temp_bytes: int
+  flops: float | None
+
+
+def member_cost(fn: Callable, *args) -> MemberCost | None:
+  """XLA's compiled temporary bytes and flops of ``fn(*args)``, one member's
+  work.
 
   ``fn`` may close over values of an enclosing trace (an episode sampled
   inside the caller's ``jit``): its jaxpr's constants become abstract
@@ -144,14 +160,25 @@ def member_bytes(fn: Callable, *args) -> int | None:
     consts = [abstract(c) for c in closed.consts]
     flat_args = [abstract(a) for a in jax.tree_util.tree_leaves(args)]
     cache_key = (str(closed.jaxpr), tuple(consts), tuple(flat_args), jax.default_backend())
-    if cache_key not in _member_bytes_cache:
+    if cache_key not in _member_cost_cache:
       run = lambda c, a: jax.core.eval_jaxpr(closed.jaxpr, c, *a)
       exe = jax.jit(run).lower(consts, flat_args).compile()
-      if len(_member_bytes_cache) > 256:
-        _member_bytes_cache.clear()
-      _member_bytes_cache[cache_key] = int(exe.memory_analysis().temp_size_in_bytes)
-    return _member_bytes_cache[cache_key]
+      if len(_member_cost_cache) > 256:
+        _member_cost_cache.clear()
+      _member_cost_cache[cache_key] = MemberCost(
+          int(exe.memory_analysis().temp_size_in_bytes), _flops(exe))
+    return _member_cost_cache[cache_key]
   except Exception:  # noqa: BLE001 - any failure falls back to the noise-only rule
+    return None
+
+
+def _flops(exe) -> float | None:
+  try:
+    analysis = exe.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    flops = (analysis or {}).get("flops")
+    return None if flops is None or flops < 0 else float(flops)
+  except Exception:  # noqa: BLE001 - cost analysis is optional per backend
     return None
 
 
@@ -163,16 +190,19 @@ def _device_bytes() -> int:
   return int(stats.get("bytes_limit", _DEFAULT_DEVICE_BYTES))
 
 
-def auto_chunk_size(num_units: int, size: int, dtype, unit_bytes: int | None = None) -> int | None:
+def auto_chunk_size(num_units: int, size: int, dtype, unit_bytes: int | None = None,
+                    unit_flops: float | None = None) -> int | None:
   """The chunk ``chunk_size="auto"`` resolves to for ``num_units`` members of
-  ``size``-element directions whose own work needs ``unit_bytes`` temporaries:
+  ``size``-element directions whose own work needs ``unit_bytes`` temporaries
+  and ``unit_flops`` flops (unknown: ``None``, taken as compute-bound):
   ``None`` (all at once) when everything fits, else the largest power of two
   that fits (at least 1). See the constants above for the budgets."""
   direction = size * jnp.dtype(dtype).itemsize
   work = max(unit_bytes or 0, 1)
   if jax.default_backend() == "cpu":
     fit = min(AUTO_NOISE_BYTES // direction, AUTO_MEMBER_BYTES // work)
-    if 2 * direction > AUTO_NOISE_BYTES and 2 * work <= AUTO_PAIR_BYTES:
+    compute_bound = unit_flops is None or unit_flops >= AUTO_PAIR_FLOPS * size
+    if 2 * direction > AUTO_NOISE_BYTES and 2 * work <= AUTO_PAIR_BYTES and compute_bound:
       fit = max(fit, 2)
   else:
     fit = int(AUTO_DEVICE_FRACTION * _device_bytes()) // (direction + work)
@@ -181,20 +211,29 @@ def auto_chunk_size(num_units: int, size: int, dtype, unit_bytes: int | None = N
   return 1 << (max(int(fit), 1).bit_length() - 1)
 
 
-# (num_units, unit_bytes, chunk) of the last "auto" resolution: a diagnostic
+# (num_units, unit_bytes, chunk, unit_flops) of the last "auto" resolution: a diagnostic
 # for benchmarks and tests (benchmarks/chunk_grid.py), not part of any result.
 last_auto: tuple | None = None
 
 
 def resolve_chunk_size(chunk_size, num_units: int, size: int, dtype, unit_fn: Callable,
-                       *unit_args) -> int | None:
-  """``chunk_size`` itself, or what ``"auto"`` means for ``unit_fn(*unit_args)``."""
+                       *unit_args, loss_only: tuple | None = None) -> int | None:
+  """``chunk_size`` itself, or what ``"auto"`` means for ``unit_fn(*unit_args)``.
+
+  ``loss_only``: ``(fn, args)``, the unit's work without drawing its
+  direction; its flops (not the unit's, whose Threefry rounds XLA counts as
+  flops too) tell whether the loss is compute-bound. Default: the unit.
+  """
   global last_auto
   if chunk_size != "auto":
     return chunk_size
-  unit_bytes = member_bytes(unit_fn, *unit_args)
-  chunk = auto_chunk_size(num_units, size, dtype, unit_bytes)
-  last_auto = (num_units, unit_bytes, chunk)
+  cost = member_cost(unit_fn, *unit_args)
+  unit_bytes, unit_flops = (None, None) if cost is None else cost
+  if loss_only is not None and cost is not None:
+    loss_cost = member_cost(loss_only[0], *loss_only[1])
+    unit_flops = None if loss_cost is None else loss_cost.flops
+  chunk = auto_chunk_size(num_units, size, dtype, unit_bytes, unit_flops)
+  last_auto = (num_units, unit_bytes, chunk, unit_flops)
   return chunk
 
 
@@ -207,7 +246,7 @@ def noise_table(key: Array, size: int, dtype) -> Array:
   """The per-call Gaussian table of ``noise="table"``: ``size + slack`` draws
   from a key derived from ``key`` (slack = max(size, 65,536))."""
   slack = max(size, TABLE_MIN_SLACK)
-  return jax.random.normal(jax.random.fold_in(key, 0x7AB1E), (size + slack,), dtype)
+  return _normal.normal(jax.random.fold_in(key, 0x7AB1E), (size + slack,), dtype)
 
 
 def table_direction(table: Array, key: Array, index: Array, size: int) -> Array:
@@ -225,7 +264,7 @@ def gaussian_direction(key: Array, index: Array, size: int, dtype,
   if antithetic:
     z = gaussian_direction(key, index // 2, size, dtype, antithetic=False)
     return jnp.where(index % 2 == 0, z, -z)
-  return jax.random.normal(jax.random.fold_in(key, index), (size,), dtype)
+  return _normal.normal(jax.random.fold_in(key, index), (size,), dtype)
 
 
 def weighted_direction_sum(direction: Callable[[Array], Array], weights: Array,
@@ -351,7 +390,8 @@ def perturbation_gradient(loss_fn: Callable, params, key: Array, *,
   sum_u sum_s c_s m_us z_u)`` for ``w = a m (L - b)``; r is the first chunk's
   mean loss, which keeps the subtraction well conditioned. Ranks need every
   loss first, so ``"centered_rank"`` draws each direction twice (loss pass,
-  sum pass). Members, chunks and devices never change a member's noise, only
+  sum pass) when the members take several chunks; when they fit in one, the
+  chunk's directions serve both passes. Members, chunks and devices never change a member's noise, only
   the float summation order.
 
   ``noise="normal"`` draws ``z_u`` from ``fold_in(key, u)``; ``noise="table"``
@@ -382,15 +422,23 @@ def perturbation_gradient(loss_fn: Callable, params, key: Array, *,
   unit_losses = lambda u: member_losses(draw(u))
   units = local_indices(population // per_unit, axis_name)
   n_local = units.shape[0]
-  chunk = resolve_chunk_size(chunk_size, n_local, size, dtype, unit_losses, units[0])
+  chunk = resolve_chunk_size(chunk_size, n_local, size, dtype, unit_losses, units[0],
+                             loss_only=(member_losses, (jnp.zeros((size,), dtype),)))
   chunk = n_local if chunk is None else min(chunk, n_local)
 
   if shaping == "centered_rank":
-    losses = gather(map_members(unit_losses, units, chunk), axis_name).reshape(-1)
+    # One chunk: its directions are alive anyway, so they serve both passes
+    # (no second draw, no extra memory); several: drawn again in the sum pass.
+    stored = jax.vmap(draw)(units) if chunk >= n_local else None
+    local = (jax.vmap(member_losses)(stored) if stored is not None
+             else map_members(unit_losses, units, chunk))
+    losses = gather(local, axis_name).reshape(-1)
     finite = finite_mask(losses)
     weights = centered_ranks(losses, finite) * noise_scale(finite.sum().astype(dtype))
     unit_weights = weights.reshape(-1, per_unit) @ signs
     local_weights = unit_weights[units] if axis_name is not None else unit_weights
+    if stored is not None:
+      return unflatten(allreduce(local_weights.astype(dtype) @ stored, axis_name))
     grad = weighted_direction_sum(draw, local_weights, units, size, dtype, chunk, axis_name)
     return unflatten(grad)
 

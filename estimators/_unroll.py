@@ -30,7 +30,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from . import _checks, _population, _tree
+from . import _checks, _normal, _population, _tree
 
 ACCUMULATORS = ("store", "regenerate")
 
@@ -251,14 +251,14 @@ def antithetic_step(unroll: Callable, params, state: UnrollState, key, *, sigma,
   stored = not isinstance(state.accumulator, tuple)
 
   def z_at(ek, w):
-    return jax.random.normal(jax.random.fold_in(_noise_base(ek), w), (size,), dtype)
+    return _normal.normal(jax.random.fold_in(_noise_base(ek), w), (size,), dtype)
 
   def current_noise(u_local_args):
     pair, ek, w = u_local_args
     if noise == "fresh":
-      return jax.random.normal(jax.random.fold_in(key, pair), (size,), dtype)
+      return _normal.normal(jax.random.fold_in(key, pair), (size,), dtype)
     if noise == "episode":
-      return jax.random.normal(_noise_base(ek), (size,), dtype)
+      return _normal.normal(_noise_base(ek), (size,), dtype)
     return z_at(ek, w)                                        # PES: this window's increment
 
   def direction(pair, ek, w):

@@ -51,8 +51,9 @@ def es_wsr(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
     chunk_size: noise draws evaluated at once (with ``antithetic``, a draw is
       a +/- pair); peak memory O(chunk_size * D). ``None``: all at once.
       ``"auto"`` (default): measured -- all at once when it fits, else chunks
-      bounded by cache-sized noise and one member's compiled temporaries
-      (``_population.auto_chunk_size``). Chunking never changes a member's
+      bounded by cache-sized noise and one member's compiled temporaries,
+      two at a time for large compute-bound members (XLA's memory and cost
+      analysis of one member; ``_population.auto_chunk_size``). Chunking never changes a member's
       noise, only float summation order.
     axis_name: inside ``shard_map``/``pmap``, split the population over this
       axis (section II-F: each core evaluates its members, the gradient is

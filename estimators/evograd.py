@@ -13,7 +13,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from . import _checks
+from . import _checks, _normal
 from .backprop import backprop
 
 NOISES = ("gaussian", "sign")
@@ -38,8 +38,9 @@ def member_noise(key: jax.Array, member, params: Any, *, sigma: float,
   standard deviation (the paper writes ``N(0, sigma I)``; its experiments draw
   ``sigma * N(0, 1)``, the convention here). ``noise="sign"``:
   ``sigma * s`` with fair random signs ``s``, taken 32 at a time from the bits
-  of uniform 32-bit words, so one threefry draw serves 32 entries (13x faster
-  than drawing a normal per entry on a 1.2M-parameter model, CPU).
+  of uniform 32-bit words, so one threefry draw serves 32 entries (on a
+  1.2M-parameter model on CPU: 1.6 ms against 5.5 ms for a normal per entry
+  drawn with ``_normal``'s fused rounds, 8.9 ms with ``jax.random.normal``).
 
   Args:
     key: the EvoGrad call's PRNG key.
@@ -56,7 +57,7 @@ def member_noise(key: jax.Array, member, params: Any, *, sigma: float,
     if noise == "sign":
       z = _random_signs(k, shape)
     else:
-      z = jax.random.normal(k, shape, jnp.float32)
+      z = _normal.normal(k, shape, jnp.float32)
     out.append((sigma * z).astype(jnp.result_type(leaf)))
   return jax.tree_util.tree_unflatten(treedef, out)
 

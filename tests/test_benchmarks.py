@@ -29,8 +29,9 @@ def _check_3(r):
     small, large = r["results"][sampling][1000], r["results"][sampling][300000]
     # At D = 1000 "auto" is all-at-once: the same program as chunk_size=None.
     assert small["metagrad"]["temp_bytes"] == small["metagrad_chunk_none"]["temp_bytes"]
-    # At D = 3e5 "auto" draws the directions (1.2 MB) two at a time and holds
-    # less than evosax's population matrix or its own all-at-once run.
+    # At D = 3e5 "auto" draws the directions (1.2 MB) one at a time (an
+    # elementwise loss) and holds less than evosax's population matrix or its
+    # own all-at-once run.
     assert large["memory_ratio_evosax_over_metagrad"] > 1.4, sampling
     assert large["metagrad"]["temp_bytes"] < 0.75 * large["metagrad_chunk_none"]["temp_bytes"]
 
@@ -70,6 +71,7 @@ def _check_9(r):
   for entry in r["results"].values():
     assert entry["auto_chunk"] in (None, 1, 2, 4, 8, 16, 32, 64)
     assert entry["unit_bytes"] is not None and entry["unit_bytes"] > 0
+    assert entry["unit_flops"] is not None and entry["unit_flops"] > 0
 
 
 CHECKS = {1: _check_1, 2: _check_2, 3: _check_3, 4: _check_4, 5: _check_5,

@@ -82,8 +82,12 @@ def test_auto_chunk_size_fits_directions_in_cache_on_cpu():
   mib2 = _population.AUTO_NOISE_BYTES
   assert _population.auto_chunk_size(32, 10_000, jnp.float32) is None      # 1.3 MB: all at once
   assert _population.auto_chunk_size(32, 100_000, jnp.float32) == 4        # 5 fit -> 4
-  # None fits: two at a time (noise-bound members), unless two members' work is too large.
+  # None fits: two at a time when the loss is compute-bound (an MLP on a batch: ~512 flops
+  # per parameter; unknown flops count as compute-bound), unless two members' work is too
+  # large; an elementwise loss (~7 flops per parameter) one at a time.
   assert _population.auto_chunk_size(32, 1_000_000, jnp.float32) == 2
+  assert _population.auto_chunk_size(32, 1_000_000, jnp.float32, unit_flops=5.1e8) == 2
+  assert _population.auto_chunk_size(32, 1_000_000, jnp.float32, unit_flops=7e6) == 1
   assert _population.auto_chunk_size(32, 1_000_000, jnp.float32, unit_bytes=200 * 2**20) == 1
   # Activation-heavy members (a conv ProtoNet episode: ~9.4 MiB each) run one at a time.
   assert _population.auto_chunk_size(64, 7_248, jnp.float32, unit_bytes=9_870_000) == 1
@@ -93,14 +97,41 @@ def test_auto_chunk_size_fits_directions_in_cache_on_cpu():
   assert chunk * 30_000 * 4 <= mib2 < 2 * chunk * 30_000 * 4
 
 
+def test_member_cost_tells_elementwise_from_matmul_losses():
+  """The flops that steer the two-at-a-time rule come from XLA's cost analysis."""
+  d = 4096
+  elementwise = _population.member_cost(lambda x: jnp.mean(jnp.sin(x) ** 2), jnp.zeros(d))
+  w = jnp.ones((256, 64))
+  matmul = _population.member_cost(
+      lambda x: jnp.mean((w @ x.reshape(64, -1)) ** 2), jnp.zeros(d))
+  assert elementwise.temp_bytes >= 0 and matmul.temp_bytes >= 0
+  assert 0 < elementwise.flops < _population.AUTO_PAIR_FLOPS * d <= matmul.flops
+
+
+def test_auto_pairs_only_compute_bound_members_and_ignores_noise_flops():
+  """At D = 1e6 (4 MB directions) an elementwise loss runs one member at a time
+  and a matmul loss two: the rule reads the loss's flops, not the draw's."""
+  d = 1_000_000
+  x = jax.random.normal(jax.random.PRNGKey(0), (256, 1000))
+  losses = {1: lambda p: jnp.mean(jnp.sin(p["w"]) ** 2),
+            2: lambda p: jnp.mean((x @ p["w"].reshape(1000, 1000)) ** 2)}
+  for expected, loss in losses.items():
+    jax.jit(lambda p, k: estimators.es(loss, p, k, population=8)).lower(
+        {"w": jnp.zeros(d)}, jax.random.PRNGKey(1))
+    assert _population.last_auto[2] == expected
+
+
 def test_auto_chunking_changes_only_summation_order():
-  params = {"x": jnp.linspace(-1.0, 1.0, 300_000)}  # 1.2 MB per direction: auto chunks of 2
+  # 1.2 MB per direction and an elementwise loss: "auto" runs one member at a time.
+  params = {"x": jnp.linspace(-1.0, 1.0, 300_000)}
   loss = lambda p: jnp.mean(jnp.sin(p["x"]) ** 2)
   key = jax.random.PRNGKey(0)
   run = lambda c: jax.jit(lambda p: estimators.es(loss, p, key, sigma=0.1, population=8,
                                                   shaping="centered_rank", chunk_size=c))(params)
-  auto, two, full = run("auto"), run(2), run(None)
-  np.testing.assert_array_equal(auto["x"], two["x"])
+  auto = run("auto")
+  assert _population.last_auto[2] == 1
+  one, full = run(1), run(None)   # None: one chunk whose directions serve both passes
+  np.testing.assert_array_equal(auto["x"], one["x"])
   np.testing.assert_allclose(auto["x"], full["x"], rtol=1e-5, atol=1e-6)
 
 
