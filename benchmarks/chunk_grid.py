@@ -3,15 +3,15 @@
 es_wsr (P = 64 members, no antithetic pairs: 64 units) on the conv4-16
 ProtoNet episode of benchmark 2, on MLP regression losses with D = 1e3 ..
 1e6 parameters (64 -> h -> 1 on 256 examples) and on benchmark 3's
-elementwise loss at D = 1e6; median time of one jitted
-estimator call (7 calls, or as many as fit in 1 s for fast ones; the
-programs' calls taken in turns) for chunk_size in {1, 2, 4, ..., 64 = all at
-once} and for "auto", which reports the chunk it chose and what it saw of
-one member (XLA's temporary bytes and flops per parameter). Within 10% of
-the best fixed chunk is the target. When "auto" compiles to the same program as one of the grid's chunks
-(checked on the lowered program text), auto / best uses that chunk's timing,
-and the separately re-timed auto call over it shows the machine's timing
-noise.
+elementwise loss at D = 1e6; median time of one jitted estimator call (7
+calls, or as many as fit in 1 s for fast ones; the programs' calls taken in
+turns) for chunk_size in {1, 2, 4, ..., 64 = all at once} and for "auto",
+which reports the chunk it chose and what it saw of one member (XLA's
+temporary bytes and flops per parameter). Within 10% of the best fixed chunk
+is the target. When "auto" compiles to the same program as one of the grid's
+chunks (checked on the lowered program text), auto / best uses that chunk's
+timing, and the separately re-timed auto call over it shows the machine's
+timing noise.
 """
 
 from __future__ import annotations

@@ -24,21 +24,42 @@ def temp_bytes(fn: Callable, *args, exe=None) -> int:
   return int(exe.memory_analysis().temp_size_in_bytes)
 
 
+def _timed_rounds(exes: dict, args, repeats: int, min_total_s: float,
+                  max_repeats: int) -> dict[str, list[float]]:
+  """Wall times of compiled calls, after one warm-up call each, taken in
+  rounds of one call per program (the order rotated every round): at least
+  ``repeats`` each, more (up to ``max_repeats``) until each took
+  ``min_total_s`` in all."""
+  for exe in exes.values():
+    jax.block_until_ready(exe(*args))
+  times = {name: [] for name in exes}
+  order = list(exes)
+  while True:
+    done = all(len(t) >= repeats for t in times.values())
+    if done and (all(sum(t) >= min_total_s for t in times.values())
+                 or all(len(t) >= max_repeats for t in times.values())):
+      break
+    for name in order:
+      start = time.perf_counter()
+      jax.block_until_ready(exes[name](*args))
+      times[name].append(time.perf_counter() - start)
+    order = order[1:] + order[:1]
+  gc.collect()
+  return times
+
+
+def _stats(times: list[float]) -> dict:
+  return {"median_s": float(np.median(times)), "min_s": float(np.min(times)),
+          "max_s": float(np.max(times))}
+
+
 def timeit(fn: Callable, *args, repeats: int = 5, exe=None, min_total_s: float = 0.0,
            max_repeats: int = 200) -> dict:
   """Median / min / max wall time of a compiled call, after one warm-up call:
   ``repeats`` calls, or more (up to ``max_repeats``) until they took
   ``min_total_s`` in all, so that millisecond calls get a stable median."""
   exe = compiled(fn, *args) if exe is None else exe
-  jax.block_until_ready(exe(*args))
-  times = []
-  while len(times) < repeats or (sum(times) < min_total_s and len(times) < max_repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(exe(*args))
-    times.append(time.perf_counter() - start)
-  gc.collect()
-  return {"median_s": float(np.median(times)), "min_s": float(np.min(times)),
-          "max_s": float(np.max(times))}
+  return _stats(_timed_rounds({"fn": exe}, args, repeats, min_total_s, max_repeats)["fn"])
 
 
 def measure(fn: Callable, *args, repeats: int = 5, min_total_s: float = 0.0) -> dict:
@@ -55,25 +76,10 @@ def measure_interleaved(fns: dict[str, Callable], *args, repeats: int = 5,
   of a shared machine, or the page faults that follow a program with large
   temporaries, land on all of them alike and their ratios stay meaningful."""
   exes = {name: compiled(fn, *args) for name, fn in fns.items()}
-  for exe in exes.values():
-    jax.block_until_ready(exe(*args))
-  times = {name: [] for name in fns}
-  order = list(exes)
-  while True:
-    done = all(len(t) >= repeats for t in times.values())
-    if done and (all(sum(t) >= min_total_s for t in times.values())
-                 or all(len(t) >= max_repeats for t in times.values())):
-      break
-    for name in order:
-      start = time.perf_counter()
-      jax.block_until_ready(exes[name](*args))
-      times[name].append(time.perf_counter() - start)
-    order = order[1:] + order[:1]
-  gc.collect()
-  return {name: {"median_s": float(np.median(t)), "min_s": float(np.min(t)),
-                 "max_s": float(np.max(t)), "temp_bytes": temp_bytes(fns[name], *args,
-                                                                    exe=exes[name])}
-          for name, t in times.items()}
+  times = _timed_rounds(exes, args, repeats, min_total_s, max_repeats)
+  return {name: {**_stats(times[name]), "temp_bytes": temp_bytes(fns[name], *args,
+                                                                 exe=exes[name])}
+          for name in fns}
 
 
 def same_program(f: Callable, g: Callable, *args) -> bool:

@@ -391,8 +391,8 @@ def perturbation_gradient(loss_fn: Callable, params, key: Array, *,
   mean loss, which keeps the subtraction well conditioned. Ranks need every
   loss first, so ``"centered_rank"`` draws each direction twice (loss pass,
   sum pass) when the members take several chunks; when they fit in one, the
-  chunk's directions serve both passes. Members, chunks and devices never change a member's noise, only
-  the float summation order.
+  chunk's directions serve both passes. Members, chunks and devices never
+  change a member's noise, only the float summation order.
 
   ``noise="normal"`` draws ``z_u`` from ``fold_in(key, u)``; ``noise="table"``
   draws one table of ``D + max(D, 65,536)`` normals per call and gives unit u

@@ -53,8 +53,8 @@ def es(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
       ``"auto"`` (default): measured -- all at once when it fits, else chunks
       bounded by cache-sized noise and one member's compiled temporaries,
       two at a time for large compute-bound members (XLA's memory and cost
-      analysis of one member; ``_population.auto_chunk_size``). Chunking never changes a member's
-      noise, only float summation order.
+      analysis of one member; ``_population.auto_chunk_size``). Chunking
+      never changes a member's noise, only float summation order.
     axis_name: inside ``shard_map``/``pmap``, split the population over this
       axis; every device returns the same (all-reduced) gradient. The key must
       be the same on every device.
