@@ -400,15 +400,37 @@ def residual_cell(results: list[dict]) -> str:
   return Stat(values).pm(1, 2) if values else "-"
 
 
+SPECTRUM_HEADER = "λ_min(H_S) at θ*, median over tasks (initial → final meta-params)"
+INDEFINITE_HEADER = "tasks with H_S + (λ + damping) I indefinite (final)"
+
+
+def spectrum_cells(results: list[dict]) -> list[str]:
+  """The support Hessian's lowest eigenvalue at the adapted parameters and how
+  often iMAML's CG system is indefinite (runs that measured it)."""
+  measured = [x["support_hessian"] for x in results if "support_hessian" in x]
+  if not measured:
+    return ["-", "-"]
+  median = lambda when: Stat(statistics.median(m[when]["min_eigenvalue"]) for m in measured)
+  low = f"{median('initial').pm(1, 2)} → {median('final').pm(1, 2)}"
+  indefinite = Stat(m["final"]["fraction_indefinite"] for m in measured).pm(100, 0)
+  return [low, f"{indefinite}% (below {measured[0]['final']['indefinite_below']:g})"]
+
+
 def imaml(records: list[dict]) -> str:
   def row(label, res):
     return [label, Stat(x["test_accuracy"] for x in res).pm(100), residual_cell(res),
+            *spectrum_cells(res),
             f"{Stat(x['meta_gradient_temp_bytes'] for x in res).mean / 2**20:.1f}",
             f"{Stat(x['meta_gradient_time_s'] for x in res).mean * 1e3:.0f}", len(res)]
 
   runs = under(records, "imaml")
-  rows = [row(m, res) for m in ("maml", "fomaml", "imaml")
+  rows = [row(m, res) for m in ("maml", "fomaml")
           if (res := [r["results"][m] for r in runs if m in r["results"]])]
+  # iMAML grouped by CG damping (runs before the flag existed had none).
+  imaml_runs = [r for r in runs if "imaml" in r["results"]]
+  for damping in sorted({r["flags"].get("damping", 0.0) for r in imaml_runs}):
+    res = [r["results"]["imaml"] for r in imaml_runs if r["flags"].get("damping", 0.0) == damping]
+    rows.append(row(f"imaml, damping {damping:g}", res))
   if not rows:
     return "*(no runs)*"
   f = runs[0]["flags"]
@@ -420,12 +442,21 @@ def imaml(records: list[dict]) -> str:
                     f"({g['steps']} meta-steps, {g['test_tasks']} test tasks)",
                     [r["results"]["imaml"]]))
   runs = runs + other
-  return (table(["method", "test accuracy % (mean ± std)", RESIDUAL_HEADER,
-                 "meta-gradient temp MiB", "meta-gradient ms", "seeds"], rows)
+  # Runs from before --damping existed ran undamped; the example's default is
+  # now 2.5, so the command that reproduces them says --damping 0.
+  runs = [dict(r, command=r["command"] + " --damping 0")
+          if "imaml" in r["results"] and "damping" not in r["flags"] else r for r in runs]
+  counts = sorted({r["flags"]["spectrum_tasks"] for r in runs if "support_hessian" in
+                   next(iter(r["results"].values()))})
+  eigen_note = (f" Eigenvalues: 80 Lanczos steps on the support-loss Hessian at each of "
+                f"{'/'.join(map(str, counts))} test episodes' adapted parameters." if counts else "")
+  return (table(["method", "test accuracy % (mean ± std)", RESIDUAL_HEADER, SPECTRUM_HEADER,
+                 INDEFINITE_HEADER, "meta-gradient temp MiB", "meta-gradient ms", "seeds"], rows)
           + f"\n\nOmniglot {f['way']}-way {f['shot']}-shot, conv4 with {f['channels']} channels, "
           f"{f['inner_steps']} inner SGD steps (lr {f['inner_lr']}) for all three; iMAML λ = "
-          f"{f['reg']}, {f['cg_steps']} CG iterations; meta-batch {f['meta_batch']}, Adam "
-          f"{f['meta_lr']}, {f['steps']} meta-steps, {f['test_tasks']} test tasks. Memory and "
+          f"{f['reg']}, {f['cg_steps']} CG iterations on H_S + (λ + damping) I; meta-batch "
+          f"{f['meta_batch']}, Adam {f['meta_lr']}, {f['steps']} meta-steps, {f['test_tasks']} "
+          f"test tasks.{eigen_note} Memory and "
           f"time are one meta-gradient of the meta-batch (XLA's compiled temporaries; median of "
           f"3 calls). {device(runs)}. Commands:\n\n" + commands(runs))
 

@@ -5,6 +5,7 @@ import json
 import pathlib
 import shutil
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -50,14 +51,39 @@ def test_meta_optimizers_table2_smoke(tmp_path, omniglot):
 def test_imaml_omniglot_smoke_reports_how_far_each_inner_loop_got(tmp_path, omniglot):
   # iMAML's gradient is exact only at a solution of the proximal inner problem:
   # the example measures |grad inner objective| after adaptation / before it.
+  # It also measures the support Hessian's extreme eigenvalues at the adapted
+  # parameters: iMAML's CG needs H_S + (reg + damping) I positive definite.
   for method in ("imaml", "maml"):
-    imaml_omniglot.main(["--smoke", "--method", method, "--out", str(tmp_path / method)])
+    imaml_omniglot.main(["--smoke", "--method", method, "--damping", "1.5",
+                         "--out", str(tmp_path / method)])
     for f in ("results.json", "metrics.jsonl", "learning_curve.png", "checkpoint.npz"):
       assert (tmp_path / method / f).exists(), f
     row = json.loads((tmp_path / method / "results.json").read_text())["results"][method]
     assert np.isfinite(row["test_accuracy"])
     assert 0.0 < row["inner_residual"] < 1.0, row   # the inner loop made progress
     assert row["meta_gradient_temp_bytes"] > 0 and row["meta_gradient_time_s"] > 0
+    floor = -(0.5 + 1.5) if method == "imaml" else 0.0      # reg 0.5 is the default
+    for when in ("initial", "final"):
+      spectrum = row["support_hessian"][when]
+      low, high = np.asarray(spectrum["min_eigenvalue"]), np.asarray(spectrum["max_eigenvalue"])
+      assert low.shape == (2,) and np.all(np.isfinite(low)) and np.all(low < high), spectrum
+      assert spectrum["indefinite_below"] == floor
+      assert spectrum["fraction_indefinite"] == np.mean(low < floor)
+  with pytest.raises(SystemExit, match="--damping"):
+    imaml_omniglot.main(["--smoke", "--damping", "-1", "--out", str(tmp_path / "bad")])
+
+
+@pytest.mark.parametrize("size,steps", [(40, 80), (300, 60)])
+def test_lanczos_extremes_match_a_dense_eigendecomposition(size, steps):
+  # An indefinite spectrum like the support Hessians': a few negative
+  # eigenvalues, a long positive tail, separated extremes.
+  rng = np.random.default_rng(size)
+  basis, _ = np.linalg.qr(rng.normal(size=(size, size)))
+  eigenvalues = np.concatenate([[-2.2, -1.4], rng.uniform(-0.3, 9.0, size - 3), [12.0]])
+  matrix = basis @ np.diag(eigenvalues) @ basis.T
+  low, high = imaml_omniglot.lanczos_extremes(lambda v: jnp.asarray(matrix, jnp.float32) @ v, size,
+                                              steps=steps)
+  np.testing.assert_allclose([low, high], [-2.2, 12.0], atol=1e-3)
 
 
 def _numbers(tree):
@@ -216,3 +242,38 @@ def test_report_table2_adds_rows_rerun_at_another_meta_lr(tmp_path):
   assert "at the paper's rates: KFC < MAML < MSGD < MC" in text
   assert "with KFC, meta lr 0.001: MAML < MSGD < MC < KFC, meta lr 0.001" in text
   assert "| 1.0 ± 0.0 |" in text      # the curves' change over their last 30% of steps
+
+
+def test_report_imaml_rows_by_damping_with_the_support_spectrum(tmp_path):
+  def write(folder, seed, method, acc, damping=None, lows=None):
+    out = tmp_path / "imaml" / folder / f"seed{seed}"
+    out.mkdir(parents=True)
+    flags = {"way": 5, "shot": 1, "channels": 16, "inner_steps": 10, "inner_lr": 0.1,
+             "reg": 0.5, "cg_steps": 5, "meta_batch": 8, "meta_lr": 0.001, "steps": 200,
+             "test_tasks": 300}
+    row = {"test_accuracy": acc, "inner_residual": 0.03, "meta_gradient_temp_bytes": 2**20,
+           "meta_gradient_time_s": 1.0}
+    if damping is not None:
+      flags.update(damping=damping, spectrum_tasks=3)
+      row["support_hessian"] = {
+          when: {"min_eigenvalue": lows, "max_eigenvalue": [10.0] * 3,
+                 "indefinite_below": -(0.5 + damping),
+                 "fraction_indefinite": float(np.mean(np.asarray(lows) < -(0.5 + damping)))}
+          for when in ("initial", "final")}
+    (out / "results.json").write_text(json.dumps({
+        "flags": flags, "seed": seed, "wall_time_s": 60.0, "results": {method: row},
+        "command": f"python -m x --seed {seed} --out {folder}/seed{seed}",
+        "device": {"kind": "cpu", "count": 1}}))
+  for seed in (0, 1):
+    write("maml", seed, "maml", 0.8)
+    write("imaml", seed, "imaml", 0.6)                       # before --damping existed
+    write("imaml_damping2.5", seed, "imaml", 0.7 + 0.1 * seed, 2.5, [-1.0, -4.0, -2.0])
+  text = report.imaml(report.load(tmp_path))
+  assert "| imaml, damping 0 | 60.00 ± 0.00 | 0.03 ± 0.00 | - | - |" in text
+  # Median lambda_min -2.0 at both ends; -4.0 is the one of 3 tasks below -3.
+  assert "| imaml, damping 2.5 | 75.00 ± 7.07 | 0.03 ± 0.00 | -2.00 ± 0.00 → -2.00 ± 0.00 | " \
+         "33 ± 0% (below -3) |" in text
+  assert "80 Lanczos steps" in text and "3 test episodes" in text
+  # Undamped runs from before the flag reproduce under today's default only with --damping 0.
+  assert "--out imaml/seedS --damping 0" in text
+  assert text.endswith("--out imaml_damping2.5/seedS\n    python -m x --seed S --out maml/seedS")
