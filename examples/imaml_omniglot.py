@@ -49,7 +49,7 @@ def lanczos_extremes(matvec, size: int, steps: int = 80, seed: int = 0) -> tuple
     w -= basis[:j + 1].T @ (basis[:j + 1] @ w)     # twice is enough (Kahan)
     beta[j] = np.linalg.norm(w)
     if beta[j] < 1e-10:                             # an invariant subspace: exact
-      alpha, beta, steps = alpha[:j + 1], beta[:j + 1], j + 1
+      alpha, beta = alpha[:j + 1], beta[:j + 1]
       break
     basis[j + 1] = w / beta[j]
   ritz = np.linalg.eigvalsh(np.diag(alpha) + np.diag(beta[:-1], 1) + np.diag(beta[:-1], -1))
