@@ -14,6 +14,7 @@ unroll, params, state, key, **hyperparameters) -> (grads, state)`` with
 """
 
 from .backprop import backprop
+from .curvature import Extremes, hessian_extreme_eigenvalues
 from .es import es
 from .es_wsr import es_wsr
 from .evograd import evograd, evolutionary_objective, evolutionary_step, member_noise
@@ -38,5 +39,6 @@ __all__ = [
     "evolutionary_step", "finite_difference", "member_noise", "forward_gradient",
     "forward_mode", "imaml", "implicit", "proximal", "t1_t2",
     "truncated_backprop", "truncated_es", "pes", "noise_reuse_es", "init_state", "full_unroll",
-    "UnrollState", "FIRST_ORDER", "HYPERGRADIENT", "UNROLLED",
+    "UnrollState", "FIRST_ORDER", "HYPERGRADIENT", "UNROLLED", "Extremes",
+    "hessian_extreme_eigenvalues",
 ]

@@ -76,7 +76,8 @@ def implicit(train_loss: Callable[[Any, Any], jax.Array],
     num_iterations: CG iterations (at most) or Neumann terms; each costs one
       Hessian-vector product.
     damping: added to the Hessian's diagonal (>= 0): regularises an
-      ill-conditioned or indefinite Hessian (theta* not an exact minimum).
+      ill-conditioned or indefinite Hessian (theta* not an exact minimum);
+      :func:`hessian_extreme_eigenvalues` measures how indefinite.
     tol: CG's relative residual tolerance (it stops earlier when reached).
     neumann_step: the Neumann series' step (alpha in Lorraine et al.).
     has_aux: ``val_loss`` returns ``(loss, aux)``; the result is
@@ -161,7 +162,9 @@ def imaml(support_loss: Callable[[Any], jax.Array], query_loss: Callable[[Any], 
   instead, positive definite once ``reg + d > -lambda_min(H_S)``. The iMAML
   authors' code uses ``(2 I + H_S / (reg + 10))^{-1} g``
   (aravindr93/imaml_dev, ``regu_coef=1``, ``lam_damping=10``): ``d = reg +
-  20`` up to the factor ``reg / (reg + 10)``.
+  20`` up to the factor ``reg / (reg + 10)``. Measure ``lambda_min(H_S)`` on
+  your own tasks with :func:`hessian_extreme_eigenvalues` (``support_loss``,
+  ``adapted``).
 
   Args:
     support_loss: ``theta -> scalar``, the task's training loss.

@@ -32,30 +32,6 @@ from metagrad import estimators, models, tasks
 METHODS = ("maml", "fomaml", "imaml")
 
 
-def lanczos_extremes(matvec, size: int, steps: int = 80, seed: int = 0) -> tuple[float, float]:
-  """Extreme eigenvalues of a symmetric operator: ``steps`` Lanczos iterations
-  with full reorthogonalisation (in float64 on the host), the extreme Ritz
-  values. On these Hessians 80 steps give the dense eigendecomposition's
-  extremes to two decimals (checked at D = 7,333)."""
-  steps = min(steps, size)
-  basis = np.zeros((steps + 1, size))
-  start = np.random.default_rng(seed).normal(size=size)
-  basis[0] = start / np.linalg.norm(start)
-  alpha, beta = np.zeros(steps), np.zeros(steps)
-  for j in range(steps):
-    w = np.asarray(matvec(jnp.asarray(basis[j], jnp.float32)), np.float64)
-    alpha[j] = w @ basis[j]
-    w -= basis[:j + 1].T @ (basis[:j + 1] @ w)
-    w -= basis[:j + 1].T @ (basis[:j + 1] @ w)     # twice is enough (Kahan)
-    beta[j] = np.linalg.norm(w)
-    if beta[j] < 1e-10:                             # an invariant subspace: exact
-      alpha, beta = alpha[:j + 1], beta[:j + 1]
-      break
-    basis[j + 1] = w / beta[j]
-  ritz = np.linalg.eigvalsh(np.diag(alpha) + np.diag(beta[:-1], 1) + np.diag(beta[:-1], -1))
-  return float(ritz[0]), float(ritz[-1])
-
-
 def main(argv=None):
   started = time.time()
   parser = common.base_parser(__doc__, steps=2000, out="runs/imaml", omniglot=True)
@@ -173,34 +149,24 @@ def main(argv=None):
       return acc(adapted, episode.query_x, episode.query_y), norm(adapted) / norm(theta)
     return jax.lax.map(one, jax.random.split(key, num), batch_size=8)
 
-  @jax.jit
-  def adapted_support(theta, key, data):
-    episode = sample(key, data)
-    return adapt(theta, episode), episode
-
-  @jax.jit
-  def support_hvp(adapted, episode, vector):
-    flat, unravel = jax.flatten_util.ravel_pytree(adapted)
-    loss = lambda v: ce(unravel(v), episode.support_x, episode.support_y)
-    return jax.jvp(jax.grad(loss), (flat,), (vector,))[1]
-
+  @functools.partial(jax.jit, static_argnames="num")
   def support_spectrum(theta, key, num, data):
     """Lowest and highest eigenvalue of each task's support-loss Hessian at its
-    adapted parameters (what iMAML's CG inverts, plus reg + damping)."""
-    low, high = [], []
-    for k in jax.random.split(key, num):
-      adapted, episode = adapted_support(theta, k, data)
-      size = jax.flatten_util.ravel_pytree(adapted)[0].size
-      ends = lanczos_extremes(lambda v: support_hvp(adapted, episode, v), size)
-      low.append(ends[0])
-      high.append(ends[1])
-    return np.asarray(low), np.asarray(high)
+    adapted parameters (what iMAML's CG inverts, less reg + damping), by 80
+    Lanczos iterations (estimators.hessian_extreme_eigenvalues)."""
+    def one(k):
+      episode = sample(k, data)
+      support = lambda p: ce(p, episode.support_x, episode.support_y)
+      return estimators.hessian_extreme_eigenvalues(support, adapt(theta, episode),
+                                                    jax.random.fold_in(k, 1))
+    return jax.lax.map(one, jax.random.split(key, num), batch_size=8)
 
   accs, residuals = map(np.asarray, evaluate(result.state[0],
                                              jax.random.PRNGKey(10_000 + args.seed),
                                              args.test_tasks, splits["test"]))
-  spectrum = {name: support_spectrum(params, jax.random.PRNGKey(20_000 + args.seed),
-                                     args.spectrum_tasks, splits["test"])
+  spectrum = {name: tuple(map(np.asarray, support_spectrum(
+                  params, jax.random.PRNGKey(20_000 + args.seed), args.spectrum_tasks,
+                  splits["test"])))
               for name, params in (("initial", theta), ("final", result.state[0]))}
   # The implicit gradient needs H_S + (reg + damping) I positive definite.
   floor = -(args.reg + args.damping) if args.method == "imaml" else 0.0
