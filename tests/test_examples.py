@@ -254,7 +254,10 @@ def test_report_imaml_rows_by_damping_with_the_support_spectrum(tmp_path):
     write("maml", seed, "maml", 0.8)
     write("imaml", seed, "imaml", 0.6)                       # before --damping existed
     write("imaml_damping2.5", seed, "imaml", 0.7 + 0.1 * seed, 2.5, [-1.0, -4.0, -2.0])
+    write("fomaml", seed, "fomaml", 0.75, 2.5, [-0.5, -0.25, -0.75])
   text = report.imaml(report.load(tmp_path))
+  # MAML-style rows show the spectrum but solve no CG system: no indefinite cell.
+  assert "| fomaml | 75.00 ± 0.00 | 0.03 ± 0.00 | -0.50 ± 0.00 → -0.50 ± 0.00 | - |" in text
   assert "| imaml, damping 0 | 60.00 ± 0.00 | 0.03 ± 0.00 | - | - |" in text
   # Median lambda_min -2.0 at both ends; -4.0 is the one of 3 tasks below -3.
   assert "| imaml, damping 2.5 | 75.00 ± 7.07 | 0.03 ± 0.00 | -2.00 ± 0.00 → -2.00 ± 0.00 | " \
