@@ -115,9 +115,11 @@ def hessian_extreme_eigenvalues(loss_fn: Callable[[Any], jax.Array], params: Any
     a = jnp.vdot(q, hq)
     w, b = normalise(orthogonalise(hq, basis))
     broke = b <= breakdown * jnp.linalg.norm(hq)
-    fresh = jax.random.normal(jax.random.fold_in(restart_key, j), (size,), dtype)
-    fresh = normalise(orthogonalise(normalise(fresh)[0], basis))[0]
-    basis = basis.at[j + 1].set(jnp.where(broke, fresh, w))
+
+    def restart():   # only on breakdown: a draw and two more projections
+      fresh = jax.random.normal(jax.random.fold_in(restart_key, j), (size,), dtype)
+      return normalise(orthogonalise(normalise(fresh)[0], basis))[0]
+    basis = basis.at[j + 1].set(jax.lax.cond(broke, restart, lambda: w))
     return basis, alpha.at[j].set(a), beta.at[j].set(jnp.where(broke, 0, b))
 
   _, alpha, beta = jax.lax.fori_loop(
