@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from examples import (es_protonet, estimator_showdown, evograd_rotation, evograd_toy,
-                      imaml_omniglot, meta_optimizers, report, sine_meta_learning)
+                      imaml_omniglot, meta_optimizers, report, sine_meta_learning,
+                      unrolled_optimization)
 
 SMOKE = {
     "estimator_showdown": (estimator_showdown, [], ["showdown.png", "results.json"]),
@@ -20,8 +21,8 @@ SMOKE = {
     "evograd_rotation": (evograd_rotation, [], ["results.json", "baseline/metrics.jsonl",
                                                 "evograd/learning_curve.png",
                                                 "t1_t2/checkpoint.npz"]),
-    "sine_meta_learning": (sine_meta_learning, [], ["results.json", "maml/checkpoint.npz",
-                                                    "turtle/learning_curve.png"]),
+    # sine_meta_learning's smoke run (all six methods) is the first run of
+    # test_resume_of_a_multi_run_example_starts_the_runs_that_had_not_started.
     "meta_optimizers": (meta_optimizers, [], ["results.json", "LR_w_KLin/metrics.jsonl"]),
 }
 
@@ -30,9 +31,34 @@ SMOKE = {
 def test_smoke(name, tmp_path, omniglot):
   module, extra, files = SMOKE[name]
   module.main(["--smoke", "--out", str(tmp_path), *extra])
-  for f in files:
-    assert (tmp_path / f).exists(), f
+  _assert_a_complete_smoke_run(tmp_path, name, files)
+
+
+@pytest.mark.parametrize("task,methods", [
+    ("influence", list(unrolled_optimization.METHODS)),
+    # The windowed inner problem (init_inner, staggered particles) through one
+    # method: each lr_schedule method compiles for ~15 s.
+    ("lr_schedule", ["pes"]),
+])
+def test_unrolled_optimization_smoke(task, methods, tmp_path):
+  unrolled_optimization.main(["--smoke", "--task", task, "--methods", *methods,
+                              "--out", str(tmp_path)])
+  _assert_a_complete_smoke_run(
+      tmp_path, "unrolled_optimization",
+      ["meta_loss.png"] + [f"{m}/{f}" for m in methods for f in ("checkpoint.npz", "metrics.jsonl")])
   results = json.loads((tmp_path / "results.json").read_text())
+  assert results["task"] == task and set(results["results"]) == set(methods)
+  for m in methods:
+    row = results["results"][m]
+    assert row["diverged_at"] is None, (m, row)
+    assert len(row["final_theta"]) == (1 if task == "influence" else 2), (m, row)
+    assert _steps_logged(tmp_path / m / "metrics.jsonl") == [2, 4]
+
+
+def _assert_a_complete_smoke_run(out, name, files):
+  for f in files:
+    assert (out / f).exists(), f
+  results = json.loads((out / "results.json").read_text())
   assert results["flags"]["smoke"] is True
   assert results["git_commit"] and results["device"]["count"] >= 1 and results["wall_time_s"] > 0
   assert results["command"].startswith(f"python -m examples.{name} --smoke")
@@ -47,27 +73,30 @@ def test_meta_optimizers_table2_smoke(tmp_path, omniglot):
   assert set(results["results"]) == {"SCNN w/ MAML", "SCNN w/ KFC"}
 
 
-def test_imaml_omniglot_smoke_reports_how_far_each_inner_loop_got(tmp_path, omniglot):
+@pytest.mark.parametrize("method", ["imaml", "maml"])
+def test_imaml_omniglot_smoke_reports_how_far_each_inner_loop_got(method, tmp_path, omniglot):
   # iMAML's gradient is exact only at a solution of the proximal inner problem:
   # the example measures |grad inner objective| after adaptation / before it.
   # It also measures the support Hessian's extreme eigenvalues at the adapted
   # parameters: iMAML's CG needs H_S + (reg + damping) I positive definite.
-  for method in ("imaml", "maml"):
-    imaml_omniglot.main(["--smoke", "--method", method, "--damping", "1.5",
-                         "--out", str(tmp_path / method)])
-    for f in ("results.json", "metrics.jsonl", "learning_curve.png", "checkpoint.npz"):
-      assert (tmp_path / method / f).exists(), f
-    row = json.loads((tmp_path / method / "results.json").read_text())["results"][method]
-    assert np.isfinite(row["test_accuracy"])
-    assert 0.0 < row["inner_residual"] < 1.0, row   # the inner loop made progress
-    assert row["meta_gradient_temp_bytes"] > 0 and row["meta_gradient_time_s"] > 0
-    floor = -(0.5 + 1.5) if method == "imaml" else 0.0      # reg 0.5 is the default
-    for when in ("initial", "final"):
-      spectrum = row["support_hessian"][when]
-      low, high = np.asarray(spectrum["min_eigenvalue"]), np.asarray(spectrum["max_eigenvalue"])
-      assert low.shape == (2,) and np.all(np.isfinite(low)) and np.all(low < high), spectrum
-      assert spectrum["indefinite_below"] == floor
-      assert spectrum["fraction_indefinite"] == np.mean(low < floor)
+  imaml_omniglot.main(["--smoke", "--method", method, "--damping", "1.5",
+                       "--out", str(tmp_path / method)])
+  for f in ("results.json", "metrics.jsonl", "learning_curve.png", "checkpoint.npz"):
+    assert (tmp_path / method / f).exists(), f
+  row = json.loads((tmp_path / method / "results.json").read_text())["results"][method]
+  assert np.isfinite(row["test_accuracy"])
+  assert 0.0 < row["inner_residual"] < 1.0, row   # the inner loop made progress
+  assert row["meta_gradient_temp_bytes"] > 0 and row["meta_gradient_time_s"] > 0
+  floor = -(0.5 + 1.5) if method == "imaml" else 0.0      # reg 0.5 is the default
+  for when in ("initial", "final"):
+    spectrum = row["support_hessian"][when]
+    low, high = np.asarray(spectrum["min_eigenvalue"]), np.asarray(spectrum["max_eigenvalue"])
+    assert low.shape == (2,) and np.all(np.isfinite(low)) and np.all(low < high), spectrum
+    assert spectrum["indefinite_below"] == floor
+    assert spectrum["fraction_indefinite"] == np.mean(low < floor)
+
+
+def test_imaml_omniglot_refuses_negative_damping(tmp_path):
   with pytest.raises(SystemExit, match="--damping"):
     imaml_omniglot.main(["--smoke", "--damping", "-1", "--out", str(tmp_path / "bad")])
 
@@ -183,7 +212,12 @@ def test_resume_of_a_multi_run_example_starts_the_runs_that_had_not_started(tmp_
   base = ["--smoke", "--method", "all", "--steps", "2", "--log_every", "2",
           "--checkpoint_every", "2", "--out", str(tmp_path)]
   sine_meta_learning.main(base)
+  _assert_a_complete_smoke_run(
+      tmp_path, "sine_meta_learning",
+      [f"{m}/{f}" for m in sine_meta_learning.METHODS for f in ("checkpoint.npz", "metrics.jsonl",
+                                                                 "learning_curve.png")])
   first = json.loads((tmp_path / "results.json").read_text())["results"]
+  assert set(first) == set(sine_meta_learning.METHODS)
   shutil.rmtree(tmp_path / "imaml")
   capsys.readouterr()
   sine_meta_learning.main(base + ["--resume"])
