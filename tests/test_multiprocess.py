@@ -52,10 +52,7 @@ def _free_port() -> int:
 
 def _env(devices: int) -> dict:
   env = dict(os.environ)
-  # This suite's other XLA flags (conftest.py) stay; only the device count changes.
-  others = [f for f in env.get("XLA_FLAGS", "").split()
-            if not f.startswith("--xla_force_host_platform_device_count")]
-  env["XLA_FLAGS"] = " ".join(others + [f"--xla_force_host_platform_device_count={devices}"])
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
   return env
 
