@@ -15,8 +15,8 @@ from benchmarks import common
 from metagrad import estimators, models, tasks
 
 
-def problem(channels: int, size: int = 28):
-  net = models.conv4(channels=channels)
+def problem(channels: int, size: int = 28, num_blocks: int = 4):
+  net = models.conv4(channels=channels, num_blocks=num_blocks)
   images = jax.random.uniform(jax.random.PRNGKey(0), (20, 20, size, size, 1))
   ep = tasks.sample_episode(jax.random.PRNGKey(1), images, way=5, shot=5, query=5)
   params = jax.jit(net.init)(jax.random.PRNGKey(2), ep.support_x)
@@ -25,9 +25,10 @@ def problem(channels: int, size: int = 28):
 
 
 def run(quick: bool = False) -> dict:
-  channels, population = (4, 8) if quick else (16, 64)
+  # Quick (tests): one conv block, 4 channels, 16x16 (compiles ~4x faster).
+  channels, population, size, blocks = (4, 8, 16, 1) if quick else (16, 64, 28, 4)
   repeats = 2 if quick else 7
-  loss, params = problem(channels, 16 if quick else 28)
+  loss, params = problem(channels, size, num_blocks=blocks)
   key = jax.random.PRNGKey(0)
   noise = jax.tree_util.tree_map(
       lambda p: 0.01 * jax.random.normal(key, (population, *p.shape)), params)

@@ -81,6 +81,8 @@ def main(argv=None):
   parser.add_argument("--lr", type=float, default=1.0, help="step size (alpha of the paper)")
   parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
   parser.add_argument("--channels", type=int, default=16)
+  parser.add_argument("--num_blocks", type=int, choices=(1, 2, 3, 4), default=4,
+                      help="conv blocks of the embedding (the paper's conv4: 4)")
   parser.add_argument("--way", type=int, default=5, help="train way")
   parser.add_argument("--test_way", type=int, default=5)
   parser.add_argument("--shot", type=int, default=5)
@@ -93,8 +95,9 @@ def main(argv=None):
   parser.add_argument("--val_episodes", type=int, default=100)
   common.add_distributed_flags(parser)
   args = parser.parse_args(argv)
-  common.apply_smoke(args, argv, steps=4, population=8, channels=4, test_episodes=20,
-                     val_episodes=10, log_every=2, checkpoint_every=2)
+  # Smoke: one block (the same code path; a 4-block program compiles ~4x slower).
+  common.apply_smoke(args, argv, steps=4, population=8, channels=4, num_blocks=1,
+                     test_episodes=20, val_episodes=10, log_every=2, checkpoint_every=2)
   common.positive_flags(args, "steps", "population", "lr", "sigma", "channels", "way", "shot",
                         "query", "test_way", "test_episodes", "val_episodes", "accumulate",
                         "fd_step", "log_every", "checkpoint_every")
@@ -117,7 +120,7 @@ def main(argv=None):
   for split, way in (("train", args.way), ("test", args.test_way), ("val", args.test_way)):
     if way > splits[split].shape[0]:
       raise SystemExit(f"error: --way {way} exceeds the {splits[split].shape[0]} {split} classes")
-  net = models.conv4(channels=args.channels)
+  net = models.conv4(channels=args.channels, num_blocks=args.num_blocks)
   params = jax.jit(net.init)(jax.random.PRNGKey(args.seed), jnp.asarray(splits["train"][0, :2]))
   optimizer = optax.sgd(args.lr) if args.optimizer == "sgd" else optax.adam(args.lr)
   estimator = build_estimator(args)

@@ -57,15 +57,17 @@ def main(argv=None):
   parser.add_argument("--meta_lr", type=float, default=1e-3)
   parser.add_argument("--meta_batch", type=int, default=8)
   parser.add_argument("--channels", type=int, default=16)
+  parser.add_argument("--num_blocks", type=int, choices=(1, 2, 3, 4), default=4,
+                      help="conv blocks of the classifier (conv4: 4)")
   parser.add_argument("--test_tasks", type=int, default=600)
   parser.add_argument("--spectrum_tasks", type=int, default=32,
                       help="test episodes on which to measure the support Hessian's extreme "
                            "eigenvalues at the adapted parameters (Lanczos), at the initial "
                            "and the final meta-parameters")
   args = parser.parse_args(argv)
-  common.apply_smoke(args, argv, steps=4, meta_batch=2, channels=4, test_tasks=8, spectrum_tasks=2,
-                     log_every=2,
-                     checkpoint_every=2)
+  # Smoke: one conv block (the same code path; 4 blocks compile ~4x slower).
+  common.apply_smoke(args, argv, steps=4, meta_batch=2, channels=4, num_blocks=1, test_tasks=8,
+                     spectrum_tasks=2, log_every=2, checkpoint_every=2)
   common.positive_flags(args, "steps", "way", "shot", "query", "inner_steps", "inner_lr", "reg",
                         "cg_steps", "meta_lr", "meta_batch", "channels", "test_tasks",
                         "log_every", "checkpoint_every", "spectrum_tasks")
@@ -75,7 +77,7 @@ def main(argv=None):
     raise SystemExit("error: --test_tasks must be >= 2 for a confidence interval")
   images = tasks.load_omniglot(image_size=28, data_dir=common.data_dir(args), verbose=True)
   splits = {k: jnp.asarray(v) for k, v in tasks.omniglot_splits(images, split="standard").items()}
-  net = models.conv4(channels=args.channels, num_classes=args.way)
+  net = models.conv4(channels=args.channels, num_blocks=args.num_blocks, num_classes=args.way)
   ce = lambda p, x, y: optax.softmax_cross_entropy_with_integer_labels(net.apply(p, x), y).mean()
   acc = lambda p, x, y: jnp.mean(jnp.argmax(net.apply(p, x), -1) == y)
   sample = lambda k, data: tasks.sample_episode(k, data, way=args.way, shot=args.shot,

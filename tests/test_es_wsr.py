@@ -38,9 +38,11 @@ def test_is_sigma_squared_times_standardized_es():
 def test_alignment_improves_with_population():
   q = Quadratic(dim=20)
   def mean_cosine(population):
+    # One compiled program per population (eager calls would re-trace it per key).
+    estimate = jax.jit(lambda k: estimators.es_wsr(q.loss, q.params, k, population=population,
+                                                   chunk_size=512))
     keys = jax.random.split(jax.random.PRNGKey(0), 12)
-    return np.mean([cosine(estimators.es_wsr(q.loss, q.params, k, population=population,
-                                             chunk_size=512), q.grad()) for k in keys])
+    return np.mean([cosine(estimate(k), q.grad()) for k in keys])
   small, medium, large = mean_cosine(8), mean_cosine(128), mean_cosine(2048)
   assert small < medium < large
   assert large > 0.9 and small < 0.8
@@ -49,8 +51,9 @@ def test_alignment_improves_with_population():
 def test_descent_direction_lowers_the_loss():
   q = Quadratic(dim=10)
   params = q.params
+  estimate = jax.jit(lambda p, k: estimators.es_wsr(q.loss, p, k, sigma=0.01, population=64))
   for i in range(50):
-    g = estimators.es_wsr(q.loss, params, jax.random.PRNGKey(i), sigma=0.01, population=64)
+    g = estimate(params, jax.random.PRNGKey(i))
     params = jax.tree_util.tree_map(lambda p, d: p - 1.0 * d, params, g)
   assert q.loss(params) < 0.5 * q.loss(q.params)
 
