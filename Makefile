@@ -18,7 +18,7 @@ demo: $(VENV)/.installed
 	$(PY) -m examples.estimator_showdown --out runs/showdown
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -n 2 tests
+	$(PY) -m pytest -n 2 --durations=20 tests
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.run_all --out benchmarks/results
