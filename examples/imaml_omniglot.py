@@ -30,6 +30,7 @@ from examples import common
 from metagrad import estimators, models, tasks
 
 METHODS = ("maml", "fomaml", "imaml")
+LANCZOS_ITERATIONS = 80   # per task, for the support Hessian's extreme eigenvalues
 
 
 def main(argv=None):
@@ -154,13 +155,14 @@ def main(argv=None):
   @functools.partial(jax.jit, static_argnames="num")
   def support_spectrum(theta, key, num, data):
     """Lowest and highest eigenvalue of each task's support-loss Hessian at its
-    adapted parameters (what iMAML's CG inverts, less reg + damping), by 80
-    Lanczos iterations (estimators.hessian_extreme_eigenvalues)."""
+    adapted parameters (what iMAML's CG inverts, less reg + damping), by
+    LANCZOS_ITERATIONS Lanczos iterations (estimators.hessian_extreme_eigenvalues)."""
     def one(k):
       episode = sample(k, data)
       support = lambda p: ce(p, episode.support_x, episode.support_y)
       return estimators.hessian_extreme_eigenvalues(support, adapt(theta, episode),
-                                                    jax.random.fold_in(k, 1))
+                                                    jax.random.fold_in(k, 1),
+                                                    num_iterations=LANCZOS_ITERATIONS)
     # One task at a time, like jax.hessian's dense check: the support loss is
     # piecewise smooth (ReLU, max-pool), and vmapping the conv over tasks
     # rounds differently, which on one of 32 test episodes flipped a max-pool
@@ -195,6 +197,7 @@ def main(argv=None):
                                      "indefinite_below": floor,
                                      "fraction_indefinite": float(np.mean(low < floor))}
                               for name, (low, high) in spectrum.items()},
+          "lanczos_iterations": LANCZOS_ITERATIONS,
           "meta_gradient_temp_bytes": temp_bytes,
           "meta_gradient_time_s": float(np.median(times))}}},
       started=started, module="examples.imaml_omniglot", argv=argv)

@@ -80,6 +80,12 @@ def wall(records: list[dict]) -> str:
   return f"{statistics.fmean(times) / 60:.1f} min" if times else "-"
 
 
+def conv_net(flags: dict) -> str:
+  """``conv4`` or, for runs with fewer blocks (``--num_blocks``), ``conv<k>``; runs from
+  before the flag existed used 4."""
+  return f"conv{flags.get('num_blocks', 4)}"
+
+
 def device(records: list[dict]) -> str:
   kinds = sorted({f"{r['device']['kind']} x{r['device']['count']}" for r in records
                   if "device" in r})
@@ -306,7 +312,7 @@ def es_protonet(records: list[dict], plots: pathlib.Path | None = None) -> str:
   flags = runs[0]["flags"] if runs else {}
   return ("\n\n".join(parts)
           + f"\n\nOmniglot 5-way 5-shot (train and test), the paper's 4804/1012/676 class split, "
-          f"conv4 with {flags.get('channels')} channels on {flags.get('image_size')}x"
+          f"{conv_net(flags)} with {flags.get('channels')} channels on {flags.get('image_size')}x"
           f"{flags.get('image_size')} images, {flags.get('steps')} training episodes (paper: "
           f"20,000 with 16-64 channels on TPUs), {flags.get('test_episodes')} test episodes per "
           f"seed; SGD at the paper's α for ES, Adam for backprop and FD; chunks of 8 members. "
@@ -451,11 +457,16 @@ def imaml(records: list[dict]) -> str:
           if "imaml" in r["results"] and "damping" not in r["flags"] else r for r in runs]
   counts = sorted({r["flags"]["spectrum_tasks"] for r in runs if "support_hessian" in
                    next(iter(r["results"].values()))})
-  eigen_note = (f" Eigenvalues: 80 Lanczos steps on the support-loss Hessian at each of "
-                f"{'/'.join(map(str, counts))} test episodes' adapted parameters." if counts else "")
+  # Runs from before the count was stored used hessian_extreme_eigenvalues' default, 80.
+  lanczos = sorted({next(iter(r["results"].values())).get("lanczos_iterations", 80)
+                    for r in runs if "support_hessian" in next(iter(r["results"].values()))})
+  eigen_note = (f" Eigenvalues: {'/'.join(map(str, lanczos))} Lanczos steps on the support-loss "
+                f"Hessian at each of {'/'.join(map(str, counts))} test episodes' adapted "
+                f"parameters." if counts else "")
   return (table(["method", "test accuracy % (mean ± std)", RESIDUAL_HEADER, SPECTRUM_HEADER,
                  INDEFINITE_HEADER, "meta-gradient temp MiB", "meta-gradient ms", "seeds"], rows)
-          + f"\n\nOmniglot {f['way']}-way {f['shot']}-shot, conv4 with {f['channels']} channels, "
+          + f"\n\nOmniglot {f['way']}-way {f['shot']}-shot, {conv_net(f)} with {f['channels']} "
+          f"channels, "
           f"{f['inner_steps']} inner SGD steps (lr {f['inner_lr']}) for all three; iMAML λ = "
           f"{f['reg']}, {f['cg_steps']} CG iterations on H_S + (λ + damping) I; meta-batch "
           f"{f['meta_batch']}, Adam {f['meta_lr']}, {f['steps']} meta-steps, {f['test_tasks']} "

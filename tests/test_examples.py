@@ -87,6 +87,7 @@ def test_imaml_omniglot_smoke_reports_how_far_each_inner_loop_got(method, tmp_pa
   assert np.isfinite(row["test_accuracy"])
   assert 0.0 < row["inner_residual"] < 1.0, row   # the inner loop made progress
   assert row["meta_gradient_temp_bytes"] > 0 and row["meta_gradient_time_s"] > 0
+  assert row["lanczos_iterations"] == imaml_omniglot.LANCZOS_ITERATIONS
   floor = -(0.5 + 1.5) if method == "imaml" else 0.0      # reg 0.5 is the default
   for when in ("initial", "final"):
     spectrum = row["support_hessian"][when]
@@ -296,7 +297,9 @@ def test_report_imaml_rows_by_damping_with_the_support_spectrum(tmp_path):
   # Median lambda_min -2.0 at both ends; -4.0 is the one of 3 tasks below -3.
   assert "| imaml, damping 2.5 | 75.00 ± 7.07 | 0.03 ± 0.00 | -2.00 ± 0.00 → -2.00 ± 0.00 | " \
          "33 ± 0% (below -3) |" in text
+  # Runs from before the iteration count and --num_blocks were stored used 80 and 4.
   assert "80 Lanczos steps" in text and "3 test episodes" in text
+  assert "conv4 with 16 channels" in text
   # Undamped runs from before the flag reproduce under today's default only with --damping 0.
   assert "--out imaml/seedS --damping 0" in text
   assert text.endswith("--out imaml_damping2.5/seedS\n    python -m x --seed S --out maml/seedS")
