@@ -270,12 +270,17 @@ def gaussian_direction(key: Array, index: Array, size: int, dtype,
 def weighted_direction_sum(direction: Callable[[Array], Array], weights: Array,
                            indices: Array, size: int, dtype,
                            chunk_size: int | None,
-                           axis_name: str | None) -> Array:
+                           axis_name: str | None,
+                           directions: Array | None = None) -> Array:
   """``sum_i weights[i] * direction(indices[i])``, summed over all devices.
 
   Directions are regenerated chunk by chunk and folded into one accumulator,
-  so only ``chunk_size`` directions are alive at a time.
+  so only ``chunk_size`` directions are alive at a time. ``directions``: the
+  ``[n, D]`` directions when the caller already holds them all (one chunk),
+  used instead of drawing them again.
   """
+  if directions is not None:
+    return allreduce(weights.astype(dtype) @ directions, axis_name)
   n = indices.shape[0]
   chunk = n if chunk_size is None else min(chunk_size, n)
   num_chunks = -(-n // chunk)
@@ -437,10 +442,8 @@ def perturbation_gradient(loss_fn: Callable, params, key: Array, *,
     weights = centered_ranks(losses, finite) * noise_scale(finite.sum().astype(dtype))
     unit_weights = weights.reshape(-1, per_unit) @ signs
     local_weights = unit_weights[units] if axis_name is not None else unit_weights
-    if stored is not None:
-      return unflatten(allreduce(local_weights.astype(dtype) @ stored, axis_name))
-    grad = weighted_direction_sum(draw, local_weights, units, size, dtype, chunk, axis_name)
-    return unflatten(grad)
+    return unflatten(weighted_direction_sum(draw, local_weights, units, size, dtype, chunk,
+                                            axis_name, directions=stored))
 
   pair_mask = shaping == "none" and antithetic
   idx, valid = _chunks(units, chunk)
