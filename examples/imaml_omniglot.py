@@ -84,9 +84,11 @@ def main(argv=None):
   sample = lambda k, data: tasks.sample_episode(k, data, way=args.way, shot=args.shot,
                                                 query=args.query)
 
+  support_loss = lambda episode: (lambda p: ce(p, episode.support_x, episode.support_y))
+
   def inner_objective(theta, episode):
     """What the inner loop minimises: the support loss (iMAML: plus its proximal term)."""
-    support = lambda p: ce(p, episode.support_x, episode.support_y)
+    support = support_loss(episode)
     if args.method == "imaml":
       return estimators.proximal(support, jax.lax.stop_gradient(theta), reg=args.reg)
     return support
@@ -100,8 +102,7 @@ def main(argv=None):
     query = lambda p: ce(p, episode.query_x, episode.query_y)
     if args.method == "imaml":
       adapted = adapt(theta, episode)
-      support = lambda p: ce(p, episode.support_x, episode.support_y)
-      grads = estimators.imaml(support, query, adapted, theta, reg=args.reg,
+      grads = estimators.imaml(support_loss(episode), query, adapted, theta, reg=args.reg,
                                num_iterations=args.cg_steps, damping=args.damping)
     else:
       grads, adapted = jax.grad(lambda t: (lambda a: (query(a), a))(adapt(t, episode)),
@@ -159,8 +160,7 @@ def main(argv=None):
     LANCZOS_ITERATIONS Lanczos iterations (estimators.hessian_extreme_eigenvalues)."""
     def one(k):
       episode = sample(k, data)
-      support = lambda p: ce(p, episode.support_x, episode.support_y)
-      return estimators.hessian_extreme_eigenvalues(support, adapt(theta, episode),
+      return estimators.hessian_extreme_eigenvalues(support_loss(episode), adapt(theta, episode),
                                                     jax.random.fold_in(k, 1),
                                                     num_iterations=LANCZOS_ITERATIONS)
     # One task at a time, like jax.hessian's dense check: the support loss is
