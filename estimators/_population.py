@@ -279,10 +279,12 @@ def weighted_direction_sum(direction: Callable[[Array], Array], weights: Array,
   ``[n, D]`` directions when the caller already holds them all (one chunk),
   used instead of drawing them again.
   """
-  if directions is not None:
-    return allreduce(weights.astype(dtype) @ directions, axis_name)
   n = indices.shape[0]
   chunk = n if chunk_size is None else min(chunk_size, n)
+  if directions is None and chunk == n:
+    directions = jax.vmap(direction)(indices)        # one chunk: all [n, D] at once
+  if directions is not None:
+    return allreduce(weights.astype(dtype) @ directions, axis_name)
   num_chunks = -(-n // chunk)
   pad = num_chunks * chunk - n
   # Padded members get weight 0 and a valid index, so they add nothing.
@@ -294,10 +296,7 @@ def weighted_direction_sum(direction: Callable[[Array], Array], weights: Array,
     dirs = jax.vmap(direction)(chunk_idx)            # [chunk, D]
     return total + chunk_w @ dirs, None
 
-  if num_chunks == 1:
-    total = w[0] @ jax.vmap(direction)(idx[0])
-  else:
-    total, _ = jax.lax.scan(body, jnp.zeros((size,), dtype), (idx, w))
+  total, _ = jax.lax.scan(body, jnp.zeros((size,), dtype), (idx, w))
   return allreduce(total, axis_name)
 
 

@@ -455,11 +455,11 @@ def imaml(records: list[dict]) -> str:
   # now 2.5, so the command that reproduces them says --damping 0.
   runs = [dict(r, command=r["command"] + " --damping 0")
           if "imaml" in r["results"] and "damping" not in r["flags"] else r for r in runs]
-  counts = sorted({r["flags"]["spectrum_tasks"] for r in runs if "support_hessian" in
-                   next(iter(r["results"].values()))})
+  spectral = [(r["flags"], next(iter(r["results"].values()))) for r in runs]
+  spectral = [(flags, res) for flags, res in spectral if "support_hessian" in res]
+  counts = sorted({flags["spectrum_tasks"] for flags, _ in spectral})
   # Runs from before the count was stored used hessian_extreme_eigenvalues' default, 80.
-  lanczos = sorted({next(iter(r["results"].values())).get("lanczos_iterations", 80)
-                    for r in runs if "support_hessian" in next(iter(r["results"].values()))})
+  lanczos = sorted({res.get("lanczos_iterations", 80) for _, res in spectral})
   eigen_note = (f" Eigenvalues: {'/'.join(map(str, lanczos))} Lanczos steps on the support-loss "
                 f"Hessian at each of {'/'.join(map(str, counts))} test episodes' adapted "
                 f"parameters." if counts else "")

@@ -266,7 +266,7 @@ def test_report_table2_adds_rows_rerun_at_another_meta_lr(tmp_path):
 
 
 def test_report_imaml_rows_by_damping_with_the_support_spectrum(tmp_path):
-  def write(folder, seed, method, acc, damping=None, lows=None):
+  def write(folder, seed, method, acc, damping=None, lows=None, lanczos=None):
     out = tmp_path / "imaml" / folder / f"seed{seed}"
     out.mkdir(parents=True)
     flags = {"way": 5, "shot": 1, "channels": 16, "inner_steps": 10, "inner_lr": 0.1,
@@ -281,6 +281,8 @@ def test_report_imaml_rows_by_damping_with_the_support_spectrum(tmp_path):
                  "indefinite_below": -(0.5 + damping),
                  "fraction_indefinite": float(np.mean(np.asarray(lows) < -(0.5 + damping)))}
           for when in ("initial", "final")}
+    if lanczos is not None:
+      row["lanczos_iterations"] = lanczos
     (out / "results.json").write_text(json.dumps({
         "flags": flags, "seed": seed, "wall_time_s": 60.0, "results": {method: row},
         "command": f"python -m x --seed {seed} --out {folder}/seed{seed}",
@@ -289,7 +291,7 @@ def test_report_imaml_rows_by_damping_with_the_support_spectrum(tmp_path):
     write("maml", seed, "maml", 0.8)
     write("imaml", seed, "imaml", 0.6)                       # before --damping existed
     write("imaml_damping2.5", seed, "imaml", 0.7 + 0.1 * seed, 2.5, [-1.0, -4.0, -2.0])
-    write("fomaml", seed, "fomaml", 0.75, 2.5, [-0.5, -0.25, -0.75])
+    write("fomaml", seed, "fomaml", 0.75, 2.5, [-0.5, -0.25, -0.75], lanczos=40)
   text = report.imaml(report.load(tmp_path))
   # MAML-style rows show the spectrum but solve no CG system: no indefinite cell.
   assert "| fomaml | 75.00 ± 0.00 | 0.03 ± 0.00 | -0.50 ± 0.00 → -0.50 ± 0.00 | - |" in text
@@ -300,6 +302,9 @@ def test_report_imaml_rows_by_damping_with_the_support_spectrum(tmp_path):
   # Runs from before the iteration count and --num_blocks were stored used 80 and 4.
   assert "80 Lanczos steps" in text and "3 test episodes" in text
   assert "conv4 with 16 channels" in text
+  # ... and runs that store their count report it beside the older ones'.
+  assert "Eigenvalues: 40/80 Lanczos steps" in text
+  assert report.conv_net({"num_blocks": 2}) == "conv2"
   # Undamped runs from before the flag reproduce under today's default only with --damping 0.
   assert "--out imaml/seedS --damping 0" in text
   assert text.endswith("--out imaml_damping2.5/seedS\n    python -m x --seed S --out maml/seedS")
