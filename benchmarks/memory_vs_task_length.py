@@ -22,19 +22,25 @@ from benchmarks import common
 from metagrad import estimators, models, tasks
 
 
-def problem(channels: int, steps: int, size: int = 28, checkpoint_every: int | None = None,
-            num_blocks: int = 4):
+def _episode_losses(channels: int, size: int, num_blocks: int):
+  """(support loss, query loss, net, episode) of one fixed 5-way 1-shot episode."""
   net = models.conv4(channels=channels, num_classes=5, num_blocks=num_blocks)
   images = jax.random.uniform(jax.random.PRNGKey(0), (10, 20, size, size, 1))
   ep = tasks.sample_episode(jax.random.PRNGKey(1), images, way=5, shot=1, query=5)
-  params = jax.jit(net.init)(jax.random.PRNGKey(2), ep.support_x)
   ce = lambda p, x, y: models.protonet.loss(net.apply(p, x), y)
+  return (lambda p: ce(p, ep.support_x, ep.support_y),
+          lambda p: ce(p, ep.query_x, ep.query_y), net, ep)
+
+
+def problem(channels: int, steps: int, size: int = 28, checkpoint_every: int | None = None,
+            num_blocks: int = 4):
+  support, query, net, ep = _episode_losses(channels, size, num_blocks)
+  params = jax.jit(net.init)(jax.random.PRNGKey(2), ep.support_x)
 
   def meta_loss(theta):
-    adapted = models.adapt(lambda p: ce(p, ep.support_x, ep.support_y), theta,
-                           models.sgd(0.1), {}, steps=steps,
+    adapted = models.adapt(support, theta, models.sgd(0.1), {}, steps=steps,
                            checkpoint_every=checkpoint_every).params
-    return ce(adapted, ep.query_x, ep.query_y)
+    return query(adapted)
   return meta_loss, params
 
 
@@ -42,12 +48,7 @@ def imaml_gradient(channels: int, steps: int, size: int = 28, reg: float = 1.0,
                    num_blocks: int = 4):
   """``theta_0 -> iMAML meta-gradient``: T proximal SGD steps (no tape), then
   CG on Hessian-vector products at their end point."""
-  net = models.conv4(channels=channels, num_classes=5, num_blocks=num_blocks)
-  images = jax.random.uniform(jax.random.PRNGKey(0), (10, 20, size, size, 1))
-  ep = tasks.sample_episode(jax.random.PRNGKey(1), images, way=5, shot=1, query=5)
-  ce = lambda p, x, y: models.protonet.loss(net.apply(p, x), y)
-  support = lambda p: ce(p, ep.support_x, ep.support_y)
-  query = lambda p: ce(p, ep.query_x, ep.query_y)
+  support, query, _, _ = _episode_losses(channels, size, num_blocks)
 
   def meta_gradient(theta0, key):
     inner = estimators.proximal(support, jax.lax.stop_gradient(theta0), reg=reg)

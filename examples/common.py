@@ -77,6 +77,14 @@ def base_parser(description: str, *, out: str, steps: int | None = None,
 DISTRIBUTED_FLAGS = ("coordinator", "num_processes", "process_id", "distributed")
 
 
+def add_conv_flags(parser: argparse.ArgumentParser) -> None:
+  """The conv4 network's width and depth (``models.conv4``). Smoke runs use one
+  block: a 4-block second-order program compiles ~4x slower on CPU."""
+  parser.add_argument("--channels", type=int, default=16, help="channels of every conv block")
+  parser.add_argument("--num_blocks", type=int, choices=(1, 2, 3, 4), default=4,
+                      help="conv blocks (the papers' conv4: 4)")
+
+
 def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
   """Flags of JAX's multi-controller runtime (one process per host/GPU group)."""
   group = parser.add_argument_group("multi-process (jax.distributed)")
@@ -139,6 +147,13 @@ def positive_flags(args: argparse.Namespace, *names: str) -> None:
     value = getattr(args, name)
     if value is None or value <= 0:
       raise SystemExit(f"error: --{name} must be positive, got {value}")
+
+
+def nonnegative_flags(args: argparse.Namespace, *names: str) -> None:
+  for name in names:
+    value = getattr(args, name)
+    if value is None or value < 0:
+      raise SystemExit(f"error: --{name} must be >= 0, got {value}")
 
 
 def is_main_process() -> bool:

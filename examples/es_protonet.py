@@ -80,9 +80,7 @@ def main(argv=None):
                       help="FD: coordinates nudged per step (default: all D)")
   parser.add_argument("--lr", type=float, default=1.0, help="step size (alpha of the paper)")
   parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
-  parser.add_argument("--channels", type=int, default=16)
-  parser.add_argument("--num_blocks", type=int, choices=(1, 2, 3, 4), default=4,
-                      help="conv blocks of the embedding (the paper's conv4: 4)")
+  common.add_conv_flags(parser)
   parser.add_argument("--way", type=int, default=5, help="train way")
   parser.add_argument("--test_way", type=int, default=5)
   parser.add_argument("--shot", type=int, default=5)

@@ -57,9 +57,7 @@ def main(argv=None):
                            "definite once reg + damping > -lambda_min(H_S)")
   parser.add_argument("--meta_lr", type=float, default=1e-3)
   parser.add_argument("--meta_batch", type=int, default=8)
-  parser.add_argument("--channels", type=int, default=16)
-  parser.add_argument("--num_blocks", type=int, choices=(1, 2, 3, 4), default=4,
-                      help="conv blocks of the classifier (conv4: 4)")
+  common.add_conv_flags(parser)
   parser.add_argument("--test_tasks", type=int, default=600)
   parser.add_argument("--spectrum_tasks", type=int, default=32,
                       help="test episodes on which to measure the support Hessian's extreme "
@@ -72,8 +70,7 @@ def main(argv=None):
   common.positive_flags(args, "steps", "way", "shot", "query", "inner_steps", "inner_lr", "reg",
                         "cg_steps", "meta_lr", "meta_batch", "channels", "test_tasks",
                         "log_every", "checkpoint_every", "spectrum_tasks")
-  if args.damping < 0:
-    raise SystemExit(f"error: --damping must be >= 0, got {args.damping}")
+  common.nonnegative_flags(args, "damping")
   if args.test_tasks < 2:
     raise SystemExit("error: --test_tasks must be >= 2 for a confidence interval")
   images = tasks.load_omniglot(image_size=28, data_dir=common.data_dir(args), verbose=True)

@@ -342,19 +342,42 @@ def _bar_plot(png: pathlib.Path, title: str, labels: list[str], stats: list[Stat
 SINE_METHODS = ("turtle", "maml", "fomaml", "meta_lstm", "meta_sgd", "imaml")
 
 
+def _sine_row(label: str, results: list[dict]) -> list:
+  """Mean ± std over the seeds that finished (which diverged, and when, beside it)
+  and the median over all seeds, a diverged one counted as infinitely bad."""
+  diverged = sorted(x["diverged_at"] for x in results if x.get("diverged_at"))
+  stat = Stat(x["test_mse"] for x in results if not x.get("diverged_at"))
+  cell = stat.pm(1, 3) if stat.n else "-"
+  if diverged:
+    cell += (f" ({len(diverged)} of {len(results)} diverged, at step"
+             f"{'s' * (len(diverged) > 1)} {', '.join(map(str, diverged))})")
+  median = (statistics.median(math.inf if x.get("diverged_at") else x["test_mse"]
+                              for x in results) if results else None)
+  median = "-" if median is None else "diverged" if math.isinf(median) else f"{median:.3f}"
+  return [label, cell, median, len(results)]
+
+
 def sine(records: list[dict]) -> str:
   runs = under(records, "sine")
-  rows = [[m, Stat(r["results"][m]["test_mse"] for r in runs if m in r["results"]).pm(1, 3),
-           len([r for r in runs if m in r["results"]])] for m in SINE_METHODS]
+  rows = [_sine_row(m, [r["results"][m] for r in runs if m in r["results"]])
+          for m in SINE_METHODS]
+  # iMAML reruns with a damped CG solve (sine_imaml/damping<d>/seed<s>).
+  damped = {}
+  for r in under(records, "sine_imaml"):
+    damped.setdefault(float(r["flags"].get("imaml_damping", 0.0)), []).append(r)
+  rows += [_sine_row(f"imaml, damping {d:g}", [r["results"]["imaml"] for r in rs])
+           for d, rs in sorted(damped.items())]
   flags = runs[0]["flags"] if runs else {}
-  return (table(["method", "test MSE (mean ± std over seeds)", "seeds"], rows)
+  # Fig. 3.3 plots the median over runs (30 there), so the table shows it beside the mean.
+  return (table(["method", "test MSE (mean ± std over the seeds that finished)",
+                 "median over seeds (diverged = worst)", "seeds"], rows)
           + f"\n\n5-shot sine regression, 1-40-40-1 MLP, T = {flags.get('inner_steps')} inner "
           f"step(s) (iMAML: {flags.get('imaml_steps')} proximal steps, λ = "
           f"{flags.get('imaml_reg')}, {flags.get('imaml_cg_steps')} CG iterations), meta-batch "
           f"{flags.get('meta_batch')}, {flags.get('steps')} meta-steps, "
           f"{flags.get('test_tasks')} test tasks per seed. Paper (Fig. 3.3): TURTLE < MAML < "
-          f"meta-learner LSTM. {wall(runs)} per seed, {device(runs)}. Commands:\n\n"
-          + commands(runs))
+          f"meta-learner LSTM. {wall(runs)} per seed (all six methods), {device(runs)}. "
+          f"Commands:\n\n" + commands(runs + [r for rs in damped.values() for r in rs]))
 
 
 def unrolled(records: list[dict]) -> str:

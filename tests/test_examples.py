@@ -176,6 +176,7 @@ def test_help_shows_defaults(module, capsys):
     (es_protonet, ["--way", "5000"]),
     (es_protonet, ["--coordinator", "localhost:1"]),
     (sine_meta_learning, ["--inner_lr", "-1"]),
+    (sine_meta_learning, ["--imaml_damping", "-1"]),
     (meta_optimizers, ["--only", "LR w/ Adam"]),
     (evograd_toy, ["--copies", "1"]),
     (evograd_rotation, ["--population", "1"]),
@@ -234,6 +235,29 @@ def test_report_cells_for_one_run_and_diverged_values():
   assert report.Stat([1.4e7, 1.4e7]).pm(1, 4) == "1.4e+07 ± 0"
   assert report.Stat([2.0e7]).pm(1, 4) == "2e+07 (1 run)"
   assert report.Stat([]).pm() == "-"
+
+
+def test_report_sine_median_over_seeds_counts_a_diverged_seed_as_worst(tmp_path):
+  # Fig. 3.3 of the TURTLE paper plots the median over runs. One outlying seed moves
+  # turtle's mean (1.5) but not its median (1.0); iMAML diverged in 2 of 3 seeds, so
+  # its median is "diverged" and its mean is over the one seed that finished.
+  def write(folder, seed, results, **flags):
+    out = tmp_path / folder / f"seed{seed}"
+    out.mkdir(parents=True)
+    (out / "results.json").write_text(json.dumps({
+        "flags": {"steps": 10, **flags}, "seed": seed, "command": f"python -m x --seed {seed}",
+        "device": {"kind": "cpu", "count": 1}, "wall_time_s": 60.0, "results": results}))
+  for seed, (mse, imaml_diverged_at) in enumerate(((1.0, None), (0.5, 3500), (3.0, 5000))):
+    write("sine", seed, {"turtle": {"test_mse": mse, "diverged_at": None},
+                         "imaml": {"test_mse": float("nan") if imaml_diverged_at else 2.0,
+                                   "diverged_at": imaml_diverged_at}})
+    write("sine_imaml/damping20", seed, {"imaml": {"test_mse": 1.0 + seed, "diverged_at": None}},
+          imaml_damping=20.0)
+  text = report.sine(report.load(tmp_path))
+  assert "| turtle | 1.500 ± 1.323 | 1.000 | 3 |" in text
+  assert "| maml | - | - | 0 |" in text
+  assert "| imaml | 2.000 (1 run) (2 of 3 diverged, at steps 3500, 5000) | diverged | 3 |" in text
+  assert "| imaml, damping 20 | 2.000 ± 1.000 | 2.000 | 3 |" in text
 
 
 def test_report_late_change_reads_the_curve_from_70_percent_of_the_steps():
