@@ -360,24 +360,34 @@ def _sine_row(label: str, results: list[dict]) -> list:
 def sine(records: list[dict]) -> str:
   runs = under(records, "sine")
   rows = [_sine_row(m, [r["results"][m] for r in runs if m in r["results"]])
-          for m in SINE_METHODS]
-  # iMAML reruns with a damped CG solve (sine_imaml/damping<d>/seed<s>).
-  damped = {}
+          for m in SINE_METHODS if m != "imaml"]
+  # iMAML's rows come from its own runs (sine_imaml/<setting>/seed<s>), one row per
+  # inner-solver setting: the all-method runs' iMAML used an earlier default.
+  imaml = {}
   for r in under(records, "sine_imaml"):
-    damped.setdefault(float(r["flags"].get("imaml_damping", 0.0)), []).append(r)
-  rows += [_sine_row(f"imaml, damping {d:g}", [r["results"]["imaml"] for r in rs])
-           for d, rs in sorted(damped.items())]
+    f = r["flags"]
+    imaml.setdefault((f["imaml_lr"], f["imaml_steps"], f.get("imaml_damping", 0.0)), []).append(r)
+  for (lr, steps, damping), rs in sorted(imaml.items(), key=lambda kv: -kv[0][0]):
+    unsolved = Stat(r["results"]["imaml"].get("unsolved_tasks", math.nan) for r in rs)
+    label = (f"imaml (inner step {lr:g} x {steps}" + (f", damping {damping:g}" if damping else "")
+             + (f"; {100 * unsolved.mean:.2g}% of training tasks unsolved)"
+                if math.isfinite(unsolved.mean) else ")"))
+    rows.append(_sine_row(label, [r["results"]["imaml"] for r in rs]))
   flags = runs[0]["flags"] if runs else {}
+  reg = {r["flags"]["imaml_reg"] for rs in imaml.values() for r in rs}
+  cg = {r["flags"]["imaml_cg_steps"] for rs in imaml.values() for r in rs}
   # Fig. 3.3 plots the median over runs (30 there), so the table shows it beside the mean.
   return (table(["method", "test MSE (mean ± std over the seeds that finished)",
                  "median over seeds (diverged = worst)", "seeds"], rows)
           + f"\n\n5-shot sine regression, 1-40-40-1 MLP, T = {flags.get('inner_steps')} inner "
-          f"step(s) (iMAML: {flags.get('imaml_steps')} proximal steps, λ = "
-          f"{flags.get('imaml_reg')}, {flags.get('imaml_cg_steps')} CG iterations), meta-batch "
+          f"step(s) (iMAML: proximal SGD as in its rows, λ = {'/'.join(map(str, sorted(reg)))}, "
+          f"{'/'.join(map(str, sorted(cg)))} CG iterations), meta-batch "
           f"{flags.get('meta_batch')}, {flags.get('steps')} meta-steps, "
-          f"{flags.get('test_tasks')} test tasks per seed. Paper (Fig. 3.3): TURTLE < MAML < "
-          f"meta-learner LSTM. {wall(runs)} per seed (all six methods), {device(runs)}. "
-          f"Commands:\n\n" + commands(runs + [r for rs in damped.values() for r in rs]))
+          f"{flags.get('test_tasks')} test tasks per seed. Paper (Fig. 3.3, median of 30 runs): "
+          f"TURTLE < MAML < meta-learner LSTM. {wall(runs)} per seed for all six methods "
+          f"({wall([r for rs in imaml.values() for r in rs])} per iMAML run), {device(runs)}. "
+          f"Commands (iMAML's result in the first is superseded by its own rows):\n\n"
+          + commands(runs + [r for rs in imaml.values() for r in rs]))
 
 
 def unrolled(records: list[dict]) -> str:

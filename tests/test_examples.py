@@ -239,25 +239,35 @@ def test_report_cells_for_one_run_and_diverged_values():
 
 def test_report_sine_median_over_seeds_counts_a_diverged_seed_as_worst(tmp_path):
   # Fig. 3.3 of the TURTLE paper plots the median over runs. One outlying seed moves
-  # turtle's mean (1.5) but not its median (1.0); iMAML diverged in 2 of 3 seeds, so
-  # its median is "diverged" and its mean is over the one seed that finished.
+  # turtle's mean (1.5) but not its median (1.0). iMAML's rows come from its own runs,
+  # one per inner-solver setting; at 0.01 x 20 it diverged in 2 of 3 seeds, so that
+  # row's median is "diverged" and its mean is over the one seed that finished.
   def write(folder, seed, results, **flags):
     out = tmp_path / folder / f"seed{seed}"
     out.mkdir(parents=True)
     (out / "results.json").write_text(json.dumps({
-        "flags": {"steps": 10, **flags}, "seed": seed, "command": f"python -m x --seed {seed}",
-        "device": {"kind": "cpu", "count": 1}, "wall_time_s": 60.0, "results": results}))
-  for seed, (mse, imaml_diverged_at) in enumerate(((1.0, None), (0.5, 3500), (3.0, 5000))):
+        "flags": {"steps": 10, "imaml_reg": 20.0, "imaml_cg_steps": 5, **flags}, "seed": seed,
+        "command": f"python -m x --seed {seed}", "device": {"kind": "cpu", "count": 1},
+        "wall_time_s": 60.0, "results": results}))
+  for seed, (mse, diverged_at) in enumerate(((1.0, None), (0.5, 3500), (3.0, 5000))):
     write("sine", seed, {"turtle": {"test_mse": mse, "diverged_at": None},
-                         "imaml": {"test_mse": float("nan") if imaml_diverged_at else 2.0,
-                                   "diverged_at": imaml_diverged_at}})
-    write("sine_imaml/damping20", seed, {"imaml": {"test_mse": 1.0 + seed, "diverged_at": None}},
-          imaml_damping=20.0)
+                         "imaml": {"test_mse": 9.0, "diverged_at": None}})
+    write("sine_imaml/lr0.01_steps20", seed,
+          {"imaml": {"test_mse": float("nan") if diverged_at else 2.0, "diverged_at": diverged_at}},
+          imaml_lr=0.01, imaml_steps=20)
+    write("sine_imaml/lr0.0025_steps80", seed, {"imaml": {"test_mse": 1.0 + seed,
+                                                          "unsolved_tasks": 0.001 * seed,
+                                                          "diverged_at": None}},
+          imaml_lr=0.0025, imaml_steps=80, imaml_damping=0.0)
   text = report.sine(report.load(tmp_path))
   assert "| turtle | 1.500 ± 1.323 | 1.000 | 3 |" in text
   assert "| maml | - | - | 0 |" in text
-  assert "| imaml | 2.000 (1 run) (2 of 3 diverged, at steps 3500, 5000) | diverged | 3 |" in text
-  assert "| imaml, damping 20 | 2.000 ± 1.000 | 2.000 | 3 |" in text
+  assert "| imaml | " not in text and "9.000" not in text   # superseded by its own runs
+  assert ("| imaml (inner step 0.01 x 20) | 2.000 (1 run) (2 of 3 diverged, at steps 3500, "
+          "5000) | diverged | 3 |") in text
+  assert ("| imaml (inner step 0.0025 x 80; 0.1% of training tasks unsolved) | 2.000 ± 1.000 "
+          "| 2.000 | 3 |") in text
+  assert text.index("0.01 x 20") < text.index("0.0025 x 80")
 
 
 def test_report_late_change_reads_the_curve_from_70_percent_of_the_steps():
