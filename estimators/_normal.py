@@ -14,7 +14,7 @@ hash and the transform fuse into one loop over the draws, which writes each
 direction once for all its uses (see :func:`normal` on why once).
 It reproduces ``jax.random.normal(key, shape, dtype)`` exactly (tested
 bit-for-bit for float32, bfloat16 and float16 and many keys and shapes): what
-a key means does not change, only the time (1.3-3.7x less per normal here, see
+a key means does not change, only the time (2.0-3.5x less per normal here, see
 benchmark 3). Where the bits could differ it defers to ``jax.random.normal``:
 other backends (whose own lowering is already unrolled or a fused kernel),
 ``jax_threefry_partitionable=False``, non-Threefry keys, float64, and more
