@@ -363,8 +363,9 @@ def sine(records: list[dict]) -> str:
           for m in SINE_METHODS if m != "imaml"]
   # iMAML's rows come from its own runs (sine_imaml/<setting>/seed<s>), one row per
   # inner-solver setting: the all-method runs' iMAML used an earlier default.
+  imaml_runs = under(records, "sine_imaml")
   imaml = {}
-  for r in under(records, "sine_imaml"):
+  for r in imaml_runs:
     f = r["flags"]
     imaml.setdefault((f["imaml_lr"], f["imaml_steps"], f.get("imaml_damping", 0.0)), []).append(r)
   for (lr, steps, damping), rs in sorted(imaml.items(), key=lambda kv: -kv[0][0]):
@@ -374,8 +375,8 @@ def sine(records: list[dict]) -> str:
                 if math.isfinite(unsolved.mean) else ")"))
     rows.append(_sine_row(label, [r["results"]["imaml"] for r in rs]))
   flags = runs[0]["flags"] if runs else {}
-  reg = {r["flags"]["imaml_reg"] for rs in imaml.values() for r in rs}
-  cg = {r["flags"]["imaml_cg_steps"] for rs in imaml.values() for r in rs}
+  reg = {r["flags"]["imaml_reg"] for r in imaml_runs}
+  cg = {r["flags"]["imaml_cg_steps"] for r in imaml_runs}
   # Fig. 3.3 plots the median over runs (30 there), so the table shows it beside the mean.
   return (table(["method", "test MSE (mean ± std over the seeds that finished)",
                  "median over seeds (diverged = worst)", "seeds"], rows)
@@ -385,9 +386,9 @@ def sine(records: list[dict]) -> str:
           f"{flags.get('meta_batch')}, {flags.get('steps')} meta-steps, "
           f"{flags.get('test_tasks')} test tasks per seed. Paper (Fig. 3.3, median of 30 runs): "
           f"TURTLE < MAML < meta-learner LSTM. {wall(runs)} per seed for all six methods "
-          f"({wall([r for rs in imaml.values() for r in rs])} per iMAML run), {device(runs)}. "
+          f"({wall(imaml_runs)} per iMAML run), {device(runs)}. "
           f"Commands (iMAML's result in the first is superseded by its own rows):\n\n"
-          + commands(runs + [r for rs in imaml.values() for r in rs]))
+          + commands(runs + imaml_runs))
 
 
 def unrolled(records: list[dict]) -> str:

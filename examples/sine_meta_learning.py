@@ -50,13 +50,18 @@ def run_method(method: str, args) -> dict:
 
   inner_steps = args.imaml_steps if method == "imaml" else args.inner_steps
 
+  support_loss = lambda task: (lambda p: mse(p, task.support_x, task.support_y))
+
+  def inner_objective(meta, task):
+    """What the inner loop minimises: the support loss (iMAML: its proximal problem, eq. 4)."""
+    if method == "imaml":
+      return estimators.proximal(support_loss(task), jax.lax.stop_gradient(meta["model"]),
+                                 reg=args.imaml_reg)
+    return support_loss(task)
+
   def adapted_params(meta, task, steps):
-    support = lambda p: mse(p, task.support_x, task.support_y)
-    if method == "imaml":      # iMAML's proximal inner problem (eq. 4)
-      support = estimators.proximal(support, jax.lax.stop_gradient(meta["model"]),
-                                    reg=args.imaml_reg)
-    return models.adapt(support, meta["model"], rule, meta["rule"], steps=steps,
-                        first_order=first_order).params
+    return models.adapt(inner_objective(meta, task), meta["model"], rule, meta["rule"],
+                        steps=steps, first_order=first_order).params
 
   def task_loss(meta, task, steps):
     return mse(adapted_params(meta, task, steps), task.query_x, task.query_y)
@@ -77,13 +82,11 @@ def run_method(method: str, args) -> dict:
     average and counted in the ``unsolved`` metric.
     """
     def one(task):
-      support = lambda p: mse(p, task.support_x, task.support_y)
       adapted = adapted_params(meta, task, inner_steps)
-      g = estimators.imaml(support, lambda p: mse(p, task.query_x, task.query_y), adapted,
-                           meta["model"], reg=args.imaml_reg,
+      g = estimators.imaml(support_loss(task), lambda p: mse(p, task.query_x, task.query_y),
+                           adapted, meta["model"], reg=args.imaml_reg,
                            num_iterations=args.imaml_cg_steps, damping=args.imaml_damping)
-      inner = estimators.proximal(support, meta["model"], reg=args.imaml_reg)
-      residual = lambda p: optax.global_norm(jax.grad(inner)(p))
+      residual = lambda p: optax.global_norm(jax.grad(inner_objective(meta, task))(p))
       loss = mse(adapted, task.query_x, task.query_y)
       solved = ((residual(adapted) < residual(meta["model"])) & jnp.isfinite(loss)
                 & jnp.isfinite(optax.global_norm(g)))
@@ -91,9 +94,12 @@ def run_method(method: str, args) -> dict:
           jnp.where(solved, loss, 0.0), solved
     grads, losses, solved = jax.vmap(one)(batch)
     count = jnp.maximum(solved.sum(), 1)
+    # With no task solved the step leaves the parameters alone (zero gradient) and
+    # its meta-loss is NaN, not 0: there is no loss to report, and the run stops.
+    meta_loss = jnp.where(solved.any(), losses.sum() / count, jnp.nan)
     return ({"model": jax.tree_util.tree_map(lambda g: g.sum(0) / count, grads),
              "rule": meta["rule"]},
-            {"meta_loss": losses.sum() / count, "unsolved": 1.0 - solved.mean()})
+            {"meta_loss": meta_loss, "unsolved": 1.0 - solved.mean()})
 
   optimizer = optax.adam(args.meta_lr)
 

@@ -237,6 +237,25 @@ def test_report_cells_for_one_run_and_diverged_values():
   assert report.Stat([]).pm() == "-"
 
 
+def test_sine_imaml_leaves_unsolved_tasks_out_and_counts_them(tmp_path):
+  # At the default inner step every smoke task's proximal problem is solved. At step
+  # 1.0 gradient descent on it diverges on every task: none enters the meta-gradient,
+  # the step has no meta-loss (NaN, not 0), and the run stops there.
+  def run(name, *flags):
+    sine_meta_learning.main(["--smoke", "--method", "imaml", *flags,
+                             "--out", str(tmp_path / name)])
+    return json.loads((tmp_path / name / "results.json").read_text())["results"]["imaml"]
+  solved = run("solved")
+  assert solved["unsolved_tasks"] == 0.0 and solved["diverged_at"] is None
+  assert np.isfinite(solved["test_mse"])
+  unsolved = run("unsolved", "--imaml_lr", "1.0")
+  assert unsolved["unsolved_tasks"] == 1.0
+  assert unsolved["diverged_at"] == 2                      # the first logged step
+  rows = [json.loads(line) for line in
+          (tmp_path / "unsolved" / "imaml" / "metrics.jsonl").read_text().splitlines()]
+  assert np.isnan(rows[0]["meta_loss"]) and rows[0]["unsolved"] == 1.0
+
+
 def test_report_sine_median_over_seeds_counts_a_diverged_seed_as_worst(tmp_path):
   # Fig. 3.3 of the TURTLE paper plots the median over runs. One outlying seed moves
   # turtle's mean (1.5) but not its median (1.0). iMAML's rows come from its own runs,
