@@ -28,8 +28,11 @@ SHARED_TFDS = REPO.parent / "shared" / "data" / "tfds"
 # Flags that may differ between a run and its --resume: where it writes, how
 # often it logs or saves, and how long it runs. Anything else changes the
 # trajectory, so resuming with a different value is refused.
-RESUMABLE_FLAGS = ("steps", "out", "run_root", "resume", "log_every", "checkpoint_every",
-                   "data_dir")
+RESUMABLE_FLAGS = ("steps", "out", "run_root", "resume", "overwrite", "log_every",
+                   "checkpoint_every", "data_dir")
+# The files a run writes into its --out; a directory holding any of them holds a run.
+RUN_FILES = ("checkpoint.npz", "metrics.jsonl", "results.json", "run_config.json",
+             "learning_curve.png")
 
 
 def run_args(args: argparse.Namespace, run: str) -> argparse.Namespace:
@@ -58,6 +61,9 @@ def base_parser(description: str, *, out: str, steps: int | None = None,
   parser.add_argument("--out", type=str, default=out, help="output directory")
   parser.add_argument("--smoke", action="store_true",
                       help="a few steps on tiny settings (what the tests run)")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace a previous run in --out (without it, an --out that holds "
+                           "a run is refused unless --resume continues it)")
   if steps is not None:
     parser.add_argument("--steps", type=int, default=steps, help="training steps")
     parser.add_argument("--log_every", type=int, default=50,
@@ -117,6 +123,21 @@ def initialize_distributed(args: argparse.Namespace) -> None:
   else:
     jax.distributed.initialize(args.coordinator, num_processes=args.num_processes,
                                process_id=args.process_id)
+
+
+def check_out(args: argparse.Namespace) -> None:
+  """Refuses to write over a previous run: an ``--out`` holding a run's files
+  needs ``--resume`` (continue it) or ``--overwrite`` (its files are deleted)."""
+  out = pathlib.Path(args.out)
+  found = [name for name in RUN_FILES if (out / name).exists()]
+  if not found or getattr(args, "resume", False):
+    return
+  if not getattr(args, "overwrite", False):
+    raise SystemExit(f"error: --out {out} already holds a run ({', '.join(found)}); pass "
+                     f"--resume to continue it, --overwrite to replace it, or another --out")
+  if is_main_process():
+    for name in found:
+      (out / name).unlink()
 
 
 def data_dir(args: argparse.Namespace) -> str:
@@ -185,13 +206,20 @@ class Checkpointer:
   def __init__(self, out_dir: pathlib.Path):
     self.path = out_dir / "checkpoint.npz"
 
-  def save(self, step: int, state: Any) -> None:
+  def save(self, step: int, state: Any, wall_s: float = 0.0) -> None:
+    """``wall_s``: the run's wall time so far, all resumed segments included."""
     leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(to_host(state))]
     if not is_main_process():
       return
     tmp = self.path.with_suffix(".tmp.npz")
-    np.savez(tmp, step=np.asarray(step), **{f"leaf{i}": x for i, x in enumerate(leaves)})
+    np.savez(tmp, step=np.asarray(step), wall_s=np.asarray(wall_s),
+             **{f"leaf{i}": x for i, x in enumerate(leaves)})
     os.replace(tmp, self.path)
+
+  def wall_time(self) -> float:
+    """The wall time stored with the checkpoint (0 for one written before it was stored)."""
+    with np.load(self.path) as data:
+      return float(data["wall_s"]) if "wall_s" in data.files else 0.0
 
   def restore(self, like: Any) -> tuple[int, Any]:
     leaves, treedef = jax.tree_util.tree_flatten(like)
@@ -267,7 +295,7 @@ def plot_curves(records: list[dict], png: pathlib.Path, title: str) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  keys = sorted({k for r in records for k in r if k != "step"})
+  keys = sorted({k for r in records for k in r if k not in ("step", "train_s")})
   fig, axes = plt.subplots(1, len(keys), figsize=(4 * max(len(keys), 1), 3), squeeze=False)
   for ax, key in zip(axes[0], keys):
     pts = [(r["step"], r[key]) for r in records if key in r]
@@ -285,6 +313,7 @@ class TrainResult(NamedTuple):
   steps: int                 # steps taken (== --steps unless it diverged)
   diverged_at: int | None    # first logged step whose mean metrics were not finite
   log: list[dict]            # the rows of metrics.jsonl (window means), resumed ones included
+  prior_wall_s: float = 0.0  # wall time of the earlier segments of a resumed run (checkpointed)
 
 
 def _chunk_runner(step_fn: Callable, seed: int) -> Callable:
@@ -354,6 +383,8 @@ def train(args, *, state: Any, step_fn: Callable, name: str, data: Sequence[Any]
   initial or restored state where the step expects it (e.g. replicated over a
   multi-process mesh).
   """
+  segment_start = time.perf_counter()
+  check_out(args)
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   ckpt = Checkpointer(out)
@@ -369,14 +400,18 @@ def train(args, *, state: Any, step_fn: Callable, name: str, data: Sequence[Any]
       raise SystemExit(f"error: --resume: no checkpoint in {out}; run without --resume to "
                        f"start afresh")
   _check_resume_flags(args, out, resume_may_change, resume)
-  start = 0
+  start, prior_wall_s = 0, 0.0
   if resume:
     start, state = ckpt.restore(state)
+    prior_wall_s = ckpt.wall_time()
     if start > args.steps:
       raise SystemExit(f"error: --resume: the checkpoint is at step {start}, beyond --steps "
                        f"{args.steps}")
     say(f"[{name}] resumed from step {start} ({ckpt.path})")
   log.start(start, resume)
+  # train_s: seconds spent in training steps so far (compiles included,
+  # metric_every's evaluations not), carried over a resume by the log rows.
+  train_s = ([0.0] + [r["train_s"] for r in log.read() if "train_s" in r])[-1] if resume else 0.0
   if place is not None:
     state = place(state)
   run = _chunk_runner(step_fn, args.seed)
@@ -385,8 +420,10 @@ def train(args, *, state: Any, step_fn: Callable, name: str, data: Sequence[Any]
   while step < args.steps:
     boundary = min(args.steps, (step // args.log_every + 1) * args.log_every,
                    (step // args.checkpoint_every + 1) * args.checkpoint_every)
+    chunk_start = time.perf_counter()
     state, sums = run(state, step, boundary - step, *data)
     sums = to_host(sums)
+    train_s += time.perf_counter() - chunk_start
     window_sums = sums if window_sums is None else jax.tree_util.tree_map(
         np.add, window_sums, sums)
     window_steps += boundary - step
@@ -395,16 +432,16 @@ def train(args, *, state: Any, step_fn: Callable, name: str, data: Sequence[Any]
       means = jax.tree_util.tree_map(lambda x: x / window_steps, window_sums)
       window_sums, window_steps = None, 0
       row = {**means, **(metric_every(state, step) if metric_every else {})}
-      log.write(step, **row)
+      log.write(step, **row, train_s=train_s)
       if stop_on_divergence and not all(np.isfinite(float(v)) for v in row.values()):
         diverged_at = step
         say(f"[{name}] diverged: non-finite metrics at step {step}; stopping")
         break
     if step % args.checkpoint_every == 0 or step == args.steps:
-      ckpt.save(step, state)
+      ckpt.save(step, state, wall_s=prior_wall_s + time.perf_counter() - segment_start)
   rows = log.read()
   plot_curves(rows, out / "learning_curve.png", name)
-  return TrainResult(state, step, diverged_at, rows)
+  return TrainResult(state, step, diverged_at, rows, prior_wall_s)
 
 
 def mean_ci95(values) -> tuple[float, float]:
@@ -438,19 +475,23 @@ def provenance(module: str, argv: Sequence[str] | None) -> dict:
 
 
 def write_results(args, results: dict, *, started: float, module: str,
-                  argv: Sequence[str] | None) -> pathlib.Path:
+                  argv: Sequence[str] | None, prior_wall_s: float = 0.0) -> pathlib.Path:
   """``results.json``: flags, seed, provenance, wall time and the example's results.
 
   ``results`` holds the example's final metrics (``"results"``: label -> metrics,
   one label per table row or method, plus any other fields); ``started`` is the
-  ``time.time()`` the run began, ``module``/``argv`` its command line.
+  ``time.time()`` this process began, ``module``/``argv`` its command line.
+  ``prior_wall_s``: the wall time of earlier, resumed segments (the sum of
+  ``TrainResult.prior_wall_s`` over the example's runs), so ``wall_time_s`` is
+  the total over every resume (``wall_time_segment_s``: this process alone).
   ``python -m examples.report`` aggregates these files over seeds.
   """
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   path = out / "results.json"
   record = {"flags": json.loads(json.dumps(vars(args), default=str)), "seed": args.seed,
-            **provenance(module, argv), "wall_time_s": time.time() - started, **results}
+            **provenance(module, argv), "wall_time_s": prior_wall_s + time.time() - started,
+            "wall_time_segment_s": time.time() - started, **results}
   if is_main_process():
     path.write_text(json.dumps(record, indent=2, default=float))
   return path

@@ -15,6 +15,7 @@ the paper's 4804 / 1012 / 676 random split of the rotation-augmented classes.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import time
 
@@ -90,6 +91,11 @@ def main(argv=None):
   parser.add_argument("--chunk_size", type=chunk_flag, default="auto",
                       help="members evaluated at once per device: an int or 'auto'")
   parser.add_argument("--test_episodes", type=int, default=600)
+  parser.add_argument("--test_at", type=_steps_list, default=(),
+                      help="comma-separated steps at which the --test_episodes test pass also "
+                           "runs during training (a learning curve: test_acc/test_ci95 rows in "
+                           "metrics.jsonl, test_curve in results.json); each a multiple of "
+                           "--log_every")
   parser.add_argument("--val_episodes", type=int, default=100)
   common.add_distributed_flags(parser)
   args = parser.parse_args(argv)
@@ -101,6 +107,10 @@ def main(argv=None):
                         "fd_step", "log_every", "checkpoint_every")
   if args.fd_coordinates is not None:
     common.positive_flags(args, "fd_coordinates")
+  bad = [s for s in args.test_at if s <= 0 or s > args.steps or s % args.log_every]
+  if bad:
+    raise SystemExit(f"error: --test_at steps {bad} must be in 1..--steps {args.steps} and "
+                     f"multiples of --log_every {args.log_every}")
   if args.test_episodes < 2:
     raise SystemExit("error: --test_episodes must be >= 2 for a confidence interval")
   common.initialize_distributed(args)
@@ -154,17 +164,28 @@ def main(argv=None):
   local = lambda tree: jax.device_put(common.to_host(tree), jax.local_devices()[0])
   val_images, test_images = jnp.asarray(splits["val"]), jnp.asarray(splits["test"])
   val_keys = jax.random.split(jax.random.PRNGKey(args.seed + 1), args.val_episodes)
+  test_keys = jax.random.split(jax.random.PRNGKey(10_000 + args.seed), args.test_episodes)
+
+  def test_accuracy(params):
+    return common.mean_ci95(np.asarray(evaluate(params, test_keys, test_images, args.test_way)))
+
+  def metric_every(state, step):
+    row = {"val_acc": evaluate(local(state[0]), val_keys, val_images, args.test_way).mean()}
+    if step in args.test_at:      # the same test episodes as the final pass
+      row["test_acc"], row["test_ci95"] = test_accuracy(local(state[0]))
+    return row
+
   state = (params, optimizer.init(params))
   result = common.train(
       args, state=state, step_fn=sharded_step, data=(train_images,), place=place,
       name=f"ES-ProtoNet ({args.estimator})",
-      resume_may_change=("test_episodes", "val_episodes", *common.DISTRIBUTED_FLAGS),
-      metric_every=lambda s, i: {"val_acc": evaluate(local(s[0]), val_keys, val_images,
-                                                     args.test_way).mean()})
+      resume_may_change=("test_episodes", "val_episodes", "test_at", *common.DISTRIBUTED_FLAGS),
+      metric_every=metric_every)
   final = local(result.state[0])
-  test_keys = jax.random.split(jax.random.PRNGKey(10_000 + args.seed), args.test_episodes)
   accs = np.asarray(evaluate(final, test_keys, test_images, args.test_way))
   mean, ci = common.mean_ci95(accs)
+  test_curve = [{"step": r["step"], "train_s": r["train_s"], "test_accuracy": r["test_acc"],
+                 "test_ci95": r["test_ci95"]} for r in result.log if "test_acc" in r]
   kind = jax.devices()[0].device_kind
   common.say(f"test accuracy {args.test_way}-way {args.shot}-shot: {mean:.4f} +/- {ci:.4f} "
              f"(95% CI over {args.test_episodes} episodes; {devices} device(s) of "
@@ -174,10 +195,19 @@ def main(argv=None):
       args, {"results": {args.estimator: {"test_accuracy": mean, "test_ci95": ci,
                                           "test_std": float(accs.std()),
                                           "diverged_at": result.diverged_at,
-                                          "steps": result.steps}},
+                                          "steps": result.steps,
+                                          "test_curve": test_curve}},
              "parameters": parameters},
-      started=started, module="examples.es_protonet", argv=argv)
+      started=started, module="examples.es_protonet", argv=argv,
+      prior_wall_s=result.prior_wall_s)
   common.say(f"wrote {path}")
+
+
+def _steps_list(value: str) -> tuple[int, ...]:
+  try:
+    return tuple(sorted({int(v) for v in value.split(",") if v.strip()}))
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}")
 
 
 def _with_aux(loss_fn, params):
