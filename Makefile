@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # The prepared offline Omniglot copy beside the checkout (see ../shared/data/README.md).
 export TFDS_DATA_DIR ?= $(abspath ../shared/data/tfds)
 
-.PHONY: demo test bench report clean
+.PHONY: demo test test-fast bench report clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +15,16 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m examples.estimator_showdown --out runs/showdown
+	$(PY) -m examples.estimator_showdown --out runs/showdown --overwrite
 
-test: $(VENV)/.installed
-	$(PY) -m pytest -n 2 --durations=20 tests
+# The unit and property tier (under 5 minutes on 2 cores): run it while iterating.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -n 2 -m unit --durations=10 tests
+
+# Everything (what CI runs): the unit tier, then the integration tier on XLA's
+# default CPU emitters (the ones users get; see tests/conftest.py).
+test: test-fast
+	METAGRAD_XLA_EMITTERS=default $(PY) -m pytest -n 2 -m integration --durations=10 tests
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.run_all --out benchmarks/results

@@ -27,6 +27,7 @@ from .pes import pes
 from .t1_t2 import t1_t2
 from .truncated_backprop import truncated_backprop
 from .truncated_es import truncated_es
+from ._population import PopulationInfo
 from ._unroll import UnrollState, full_unroll, init_state
 
 FIRST_ORDER = ("backprop", "forward_mode", "forward_gradient", "es", "es_wsr",
@@ -39,6 +40,6 @@ __all__ = [
     "evolutionary_step", "finite_difference", "member_noise", "forward_gradient",
     "forward_mode", "imaml", "implicit", "proximal", "t1_t2",
     "truncated_backprop", "truncated_es", "pes", "noise_reuse_es", "init_state", "full_unroll",
-    "UnrollState", "FIRST_ORDER", "HYPERGRADIENT", "UNROLLED", "Extremes",
+    "UnrollState", "PopulationInfo", "FIRST_ORDER", "HYPERGRADIENT", "UNROLLED", "Extremes",
     "hessian_extreme_eigenvalues",
 ]

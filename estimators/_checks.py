@@ -148,9 +148,23 @@ def prng_key(name: str, key: Any) -> None:
     return
   if dtype == jnp.uint32 and shape is not None and len(shape) == 1 and shape[0] in (2, 4):
     return
+  if dtype == jnp.uint32 and shape is not None and len(shape) >= 2 and shape[-1] in (2, 4):
+    raise ValueError(f"`{name}` must be a single PRNG key, got a batch of keys of shape {shape}: "
+                     f"pass one key (jax.vmap over the keys to get one result per key).")
   raise ValueError(
       f"`{name}` must be a JAX PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)), "
       f"got {key!r}" + (f" of shape {shape} and dtype {dtype}" if shape is not None else "") + ".")
+
+
+def same_structure(name: str, tree: Any, other_name: str, other: Any) -> None:
+  """``tree`` and ``other`` must have the same tree structure, shapes and dtypes."""
+  describe = lambda t: jax.tree_util.tree_map(lambda x: f"{jnp.result_type(x)}{list(jnp.shape(x))}", t)
+  if (jax.tree_util.tree_structure(tree) != jax.tree_util.tree_structure(other)
+      or any(jnp.shape(a) != jnp.shape(b) for a, b in zip(jax.tree_util.tree_leaves(tree),
+                                                          jax.tree_util.tree_leaves(other)))):
+    raise ValueError(f"`{name}` and `{other_name}` must have the same structure and shapes "
+                     f"(both are parameters of one model), got {describe(tree)} and "
+                     f"{describe(other)}.")
 
 
 def _describe(out: Any) -> Any:
@@ -184,7 +198,12 @@ def scalar_loss(name: str, fn: Callable[..., Any], *args: Any,
   return lambda *a: jnp.asarray(fn(*a))
 
 
-def with_aux(result: Any, fn: Callable[..., Any], args: tuple, has_aux: bool) -> Any:
-  """``(result, aux)`` with ``aux`` from ``fn(*args)`` (the unperturbed point)
-  when ``has_aux``; otherwise ``result``."""
-  return (result, fn(*args)[1]) if has_aux else result
+def with_aux(result: Any, fn: Callable[..., Any], args: tuple, has_aux: bool,
+             info: Any = None, return_info: bool = False) -> Any:
+  """``result``, then ``aux`` from ``fn(*args)`` (the unperturbed point) when
+  ``has_aux``, then ``info`` when ``return_info``: ``grads``, ``(grads, aux)``,
+  ``(grads, info)`` or ``(grads, aux, info)``."""
+  out = (result, fn(*args)[1]) if has_aux else (result,)
+  if boolean("return_info", return_info):
+    out = (*out, info)
+  return out if len(out) > 1 else out[0]

@@ -42,13 +42,20 @@ def num_shards(axis_name: str | None) -> int:
         f"same on every device), or pass axis_name=None.") from None
 
 
-def local_indices(num_members: int, axis_name: str | None) -> Array:
-  """Global member indices handled by this device (all of them off-axis)."""
+def local_indices(num_members: int, axis_name: str | None, *, name: str = "population",
+                  given: int | None = None, per_unit: int = 1) -> Array:
+  """Global member indices handled by this device (all of them off-axis).
+
+  ``num_members`` units (antithetic pairs count as one unit of ``per_unit``
+  = 2 members) must split evenly; the error names the argument ``name`` and
+  the value the user passed (``given``), not the unit count."""
   shards = num_shards(axis_name)
   if num_members % shards:
+    given = num_members * per_unit if given is None else given
+    what = " +/- pairs" if per_unit == 2 else ""
     raise ValueError(
-        f"`population` ({num_members}) must be divisible by the size of axis "
-        f"{axis_name!r} ({shards}) to split members evenly across devices.")
+        f"`{name}` ({given}) must split into{what} evenly over the {shards} device(s) of axis "
+        f"{axis_name!r}: pass a multiple of {per_unit * shards}.")
   per_shard = num_members // shards
   start = 0 if axis_name is None else jax.lax.axis_index(axis_name) * per_shard
   return start + jnp.arange(per_shard)
@@ -371,6 +378,19 @@ def _chunks(indices: Array, chunk: int):
   return idx, valid
 
 
+class PopulationInfo(NamedTuple):
+  """What a sampling estimator's population did (``return_info=True``).
+
+  Attributes:
+    members: the number of members evaluated (population, directions or
+      coordinates), over all devices.
+    nonfinite: int32 scalar, how many of them had a non-finite value and
+      were left out; ``nonfinite == members`` means the estimate is NaN.
+  """
+  members: int
+  nonfinite: Array
+
+
 def perturbation_gradient(loss_fn: Callable, params, key: Array, *,
                           sigma, population: int, antithetic: bool, shaping: str,
                           noise_scale: Callable[[Array], Array],
@@ -384,6 +404,10 @@ def perturbation_gradient(loss_fn: Callable, params, key: Array, *,
   * ``"standardize"``: ``w_i = (L_i - mean) / std`` over the finite members
     (0 if the std is at rounding level: all-equal losses give zero);
   * ``"centered_rank"``: ranks of the finite members mapped onto [-0.5, 0.5].
+
+  If no member is finite the result is NaN: the library's one rule for
+  sampling estimators (non-finite members are left out; none left is a
+  failure a training loop must see, never a silent zero step).
 
   The common skeleton of every Gaussian-perturbation estimator. The unit of
   work is a noise draw ``z_u``: one member, or with antithetic sampling the
@@ -424,7 +448,7 @@ def perturbation_gradient(loss_fn: Callable, params, key: Array, *,
                       for s in ((1.0, -1.0) if antithetic else (1.0,))])
 
   unit_losses = lambda u: member_losses(draw(u))
-  units = local_indices(population // per_unit, axis_name)
+  units = local_indices(population // per_unit, axis_name, per_unit=per_unit)
   n_local = units.shape[0]
   chunk = resolve_chunk_size(chunk_size, n_local, size, dtype, unit_losses, units[0],
                              loss_only=(member_losses, (jnp.zeros((size,), dtype),)))
@@ -441,8 +465,10 @@ def perturbation_gradient(loss_fn: Callable, params, key: Array, *,
     weights = centered_ranks(losses, finite) * noise_scale(finite.sum().astype(dtype))
     unit_weights = weights.reshape(-1, per_unit) @ signs
     local_weights = unit_weights[units] if axis_name is not None else unit_weights
-    return unflatten(weighted_direction_sum(draw, local_weights, units, size, dtype, chunk,
-                                            axis_name, directions=stored))
+    grad = weighted_direction_sum(draw, local_weights, units, size, dtype, chunk,
+                                  axis_name, directions=stored)
+    info = PopulationInfo(population, (~finite).sum().astype(jnp.int32))
+    return unflatten(jnp.where(finite.any(), grad, jnp.nan)), info
 
   pair_mask = shaping == "none" and antithetic
   idx, valid = _chunks(units, chunk)
@@ -490,4 +516,5 @@ def perturbation_gradient(loss_fn: Callable, params, key: Array, *,
     scale = jnp.where(std > tiny, 1.0 / jnp.where(std > tiny, std, 1.0), 0.0)
   direction_sum = scale * (s1 - offset * s0)
   grad = allreduce(direction_sum * noise_scale(kept), axis_name)
-  return unflatten(grad)
+  info = PopulationInfo(population, (~jnp.isfinite(losses)).sum().astype(jnp.int32))
+  return unflatten(jnp.where(kept > 0, grad, jnp.nan)), info   # no finite member: NaN, not zero

@@ -1,4 +1,4 @@
-"""Particles over truncated unrolls: the state and engine behind the unrolled estimators.
+"""Particles over truncated unrolls: the state behind the unrolled estimators.
 
 The user writes one truncation window of an unrolled computation (K inner
 steps of training, a slice of an RNN rollout...) as a pure function
@@ -18,57 +18,103 @@ losses over a horizon, ``E[sum_w L_w(params)]``.
 Antithetic estimators (truncated ES, PES, noise-reuse ES) pair particles
 ``2u, 2u+1``: both members unroll the same inner problem with the same data
 keys (common random numbers) and mirrored perturbations ``+-sigma z``.
-Particle ``i``'s noise and problem come from keys derived from its global
-index, never from how particles are chunked or split over devices
-(``axis_name``), so a key gives the same result on 1 or N devices.
+PES and noise-reuse ES keep one inner state per member (each member's state
+is the one its own perturbation shaped, which is what makes them unbiased);
+truncated ES keeps one per pair, from which both members start every window
+(PES paper, Algorithm 1). Particle ``i``'s noise and problem come from keys
+derived from its global index, never from how particles are chunked or split
+over devices (``axis_name``), so a key gives the same result on 1 or N devices.
+
+The state records, as static (trace-time) fields, which estimator made it,
+its horizon and the signature of the params it was made for, so a state
+handed to another estimator, a finite horizon without ``init_inner`` or params
+of another shape are refused when the call is traced -- under ``jit`` too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from . import _checks, _normal, _population, _tree
+from . import _checks, _population, _tree
 
 ACCUMULATORS = ("store", "regenerate")
 
 
-class UnrollState(NamedTuple):
-  """Particles of an unrolled estimator (leading axis: this device's particles).
+class Layout(NamedTuple):
+  """How an unrolled estimator lays out its particles."""
+  group: int            # particles per group: 2 for antithetic pairs
+  shared_inner: bool    # one inner state per pair (truncated ES), else one per particle
+  accumulator: bool     # PES: the pair's perturbations summed since its reset
+
+
+LAYOUTS = {
+    "truncated_backprop": Layout(1, False, False),
+    "truncated_es": Layout(2, True, False),
+    "pes": Layout(2, False, True),
+    "noise_reuse_es": Layout(2, False, False),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class UnrollState:
+  """Particles of an unrolled estimator (leading axis: this device's rows).
+
+  A row is one particle, or for truncated ES one antithetic pair (its
+  members share the row's inner state).
 
   Attributes:
-    inner: every particle's inner state (``init_inner``'s pytree, stacked).
-    window: [n] int32, the window each particle unrolls next.
-    episode_key: [n, 2] uint32, the key of the particle's current inner
+    inner: every row's inner state (``init_inner``'s pytree, stacked).
+    window: [rows] int32, the window each row unrolls next.
+    episode_key: [rows, 2] uint32, the key of the row's current inner
       problem; its data keys and (for PES / NRES) its noise derive from it.
-    accumulator: PES with ``accumulator="store"``: [n / 2, D] float32, each
-      pair's perturbation directions summed since its last reset (in units of
-      sigma); ``()`` otherwise (regenerated from ``episode_key`` when needed).
-    loss: [n] float32, each particle's loss on its last window (NaN before
-      the first call); ``state.loss.mean()`` is a cheap training curve.
-    num_windows: int32 scalar, the horizon in windows (-1: never reset).
+    perturbed_from: [rows] int32, the first window of the current episode
+      unrolled with perturbed params (> 0 only after ``stagger``); PES's
+      regenerated accumulator sums the noise from there.
+    accumulator: PES with ``accumulator="store"``: [pairs, D] float32, each
+      pair's perturbation directions summed since its last reset (in units
+      of sigma); ``None`` otherwise.
+    loss: [particles] float32, each particle's loss on its last window
+      (NaN before the first call, and for a member whose loss was not
+      finite); ``jnp.nanmean(state.loss)`` is a cheap training curve.
+    estimator: static, the name of the estimator the state is for.
+    num_windows: static, the horizon in windows (``None``: never reset).
+    params_signature: static, the tree structure, shapes and dtypes of the
+      params given to ``init_state`` (``None`` if none were given).
   """
   inner: Any
   window: jax.Array
   episode_key: jax.Array
-  accumulator: Any
+  perturbed_from: jax.Array
+  accumulator: jax.Array | None
   loss: jax.Array
-  num_windows: jax.Array
+  estimator: str = dataclasses.field(metadata=dict(static=True))
+  num_windows: int | None = dataclasses.field(metadata=dict(static=True))
+  params_signature: Any = dataclasses.field(metadata=dict(static=True))
+
+  def _replace(self, **changes) -> "UnrollState":
+    return dataclasses.replace(self, **changes)
 
 
-def _raw_key(key: jax.Array) -> jax.Array:
+jax.tree_util.register_dataclass(UnrollState)
+
+
+def raw_key(name: str, key: Any) -> jax.Array:
+  """A checked single key as raw uint32 words (typed keys unwrapped)."""
+  _checks.prng_key(name, key)
   if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
     return jax.random.key_data(key)
   return key
 
 
-def _data_key(episode_key, window):
+def data_key(episode_key, window):
   return jax.random.fold_in(jax.random.fold_in(episode_key, 0), window)
 
 
-def _noise_base(episode_key):
+def noise_base(episode_key):
   return jax.random.fold_in(episode_key, 1)
 
 
@@ -78,32 +124,38 @@ def _new_episode_key(key, group, episode_tag):
   return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, 0x5E7), episode_tag), group)
 
 
-def _layout(estimator) -> tuple[int, bool]:
-  """(particles per group, PES accumulator?) of an unrolled estimator."""
-  from .noise_reuse_es import noise_reuse_es
-  from .pes import pes
-  from .truncated_backprop import truncated_backprop
-  from .truncated_es import truncated_es
-  layouts = {truncated_backprop: (1, False), truncated_es: (2, False), pes: (2, True),
-             noise_reuse_es: (2, False)}
-  names = {f.__name__: v for f, v in layouts.items()}
-  if estimator in layouts:
-    return layouts[estimator]
-  if isinstance(estimator, str) and estimator in names:
-    return names[estimator]
-  raise ValueError(f"`estimator` must be one of the unrolled estimators {sorted(names)} "
-                   f"(the function or its name), got {estimator!r}.")
+def _name_of(estimator) -> str:
+  """The unrolled estimator's name: the function, a ``functools.partial`` of
+  it, or the name itself."""
+  fn = getattr(estimator, "func", estimator)
+  name = estimator if isinstance(estimator, str) else getattr(fn, "__name__", None)
+  if name not in LAYOUTS or not (isinstance(estimator, str)
+                                 or getattr(fn, "__module__", "").startswith("metagrad.")):
+    raise ValueError(f"`estimator` must be one of the unrolled estimators {sorted(LAYOUTS)} "
+                     f"(the function, a functools.partial of it, or its name), got "
+                     f"{estimator!r}.")
+  return name
 
 
-def local_particles(num_particles: int, group: int, axis_name: str | None) -> jax.Array:
+def signature(params: Any) -> tuple:
+  leaves, treedef = jax.tree_util.tree_flatten(params)
+  return treedef, tuple((tuple(jnp.shape(x)), str(jnp.result_type(x))) for x in leaves)
+
+
+def local_rows(num_particles: int, layout: Layout, axis_name: str | None) -> jax.Array:
+  """Global group ids of this device's rows (pairs for truncated ES, else
+  particles' groups), in row order."""
   shards = _population.num_shards(axis_name)
-  if num_particles % (group * shards):
-    what = "pairs of particles" if group == 2 else "particles"
-    raise ValueError(f"`num_particles` ({num_particles}) must split into {what} evenly over "
-                     f"the {shards} device(s) of axis {axis_name!r}.")
-  per = num_particles // shards
+  if num_particles % (layout.group * shards):
+    what = "antithetic pairs" if layout.group == 2 else "particles"
+    where = "" if axis_name is None else f" over the {shards} device(s) of axis {axis_name!r}"
+    raise ValueError(f"`num_particles` ({num_particles}) must split into {what} evenly{where}: "
+                     f"pass a multiple of {layout.group * shards}.")
+  rows = num_particles // (layout.group if layout.shared_inner else 1)
+  per = rows // shards
   start = 0 if axis_name is None else jax.lax.axis_index(axis_name) * per
-  return start + jnp.arange(per)
+  ids = start + jnp.arange(per)
+  return ids if layout.shared_inner else ids // layout.group
 
 
 def init_state(estimator, init_inner: Callable[[jax.Array], Any], key: jax.Array, *,
@@ -113,107 +165,129 @@ def init_state(estimator, init_inner: Callable[[jax.Array], Any], key: jax.Array
   """Starts the particles of an unrolled estimator.
 
   Args:
-    estimator: the estimator the state is for (``estimators.pes``, ...,
-      or its name): it fixes the layout (antithetic pairs, PES accumulator).
+    estimator: the estimator the state is for (``estimators.pes``, a
+      ``functools.partial`` of it, or its name): it fixes the layout
+      (antithetic pairs, shared or per-member inner states, PES
+      accumulator), and only that estimator accepts the state.
     init_inner: ``key -> inner_state``, a fresh inner problem.
     key: PRNG key; particle group g's first problem comes from it.
     num_particles: particles in total (over all devices); even for the
-      antithetic estimators.
-    num_windows: the horizon in windows, after which a particle is reset;
-      ``None`` never resets (an infinite horizon, as in influence balancing).
-    params: the meta-parameters (needed for PES's stored accumulator, whose
-      shape is theirs, and for ``stagger``).
+      antithetic estimators (a pair is two unrolls per window).
+    num_windows: the horizon in windows, after which a particle is reset
+      (the estimator then needs ``init_inner``); ``None`` never resets (an
+      infinite horizon, as in influence balancing).
+    params: the meta-parameters. Recommended always: the estimators then
+      refuse params of another structure, shape or dtype. Required for
+      PES's stored accumulator (its width is theirs) and for ``stagger``.
     unroll: the window function (needed for ``stagger``).
     stagger: advance particle group g by ``g * num_windows / groups`` windows
       with the unperturbed ``params`` first, so that the population covers
       every position of the horizon (PES paper, section 4) instead of all
-      particles resetting together. The first episode's estimates then miss
-      the perturbations of the skipped windows (a transient bias).
+      particles resetting together. Perturbations start at the group's
+      first window (``perturbed_from``), for both PES accumulators.
     accumulator: PES only: ``"store"`` keeps a [pairs, D] sum of each pair's
-      perturbations; ``"regenerate"`` stores nothing and re-draws the
-      window's noise from the keys (O(windows since reset) draws per step).
+      perturbations; ``"regenerate"`` stores nothing and re-draws the noise
+      of the windows since ``perturbed_from`` from the keys (O(windows since
+      reset) draws per step). Both give the same estimate for the same keys.
     axis_name: create only this device's particles (inside ``shard_map`` /
       ``pmap``; the key must be the same on every device).
 
   Returns:
     An :class:`UnrollState`.
   """
-  group, has_accumulator = _layout(estimator)
-  num_particles = _checks.integer("num_particles", num_particles, minimum=group)
+  name = _name_of(estimator)
+  layout = LAYOUTS[name]
+  num_particles = _checks.integer("num_particles", num_particles, minimum=layout.group)
   if num_windows is not None:
     num_windows = _checks.count("num_windows", num_windows)
   stagger = _checks.boolean("stagger", stagger)
   accumulator = _checks.choice("accumulator", accumulator, ACCUMULATORS)
-  if has_accumulator and accumulator == "regenerate" and num_windows is None:
+  if layout.accumulator and accumulator == "regenerate" and num_windows is None:
     raise ValueError("`accumulator='regenerate'` needs a finite `num_windows`: its cost grows "
                      "with the windows since the last reset.")
-  key = _raw_key(key)
-  _checks.prng_key("key", key)
-  particles = local_particles(num_particles, group, axis_name)
-  episode_keys = jax.vmap(lambda i: _new_episode_key(key, i // group, 0))(particles)
+  if not callable(init_inner):
+    raise ValueError(f"`init_inner` must be a function key -> inner_state, got {init_inner!r}.")
+  key = raw_key("key", key)
+  if params is not None:
+    _checks.float_pytree("params", params)
+  groups = group_ids = local_rows(num_particles, layout, axis_name)
+  episode_keys = jax.vmap(lambda g: _new_episode_key(key, g, 0))(groups)
   inner = jax.vmap(init_inner)(jax.vmap(lambda k: jax.random.fold_in(k, 2))(episode_keys))
-  window = jnp.zeros(particles.shape, jnp.int32)
+  window = jnp.zeros(group_ids.shape, jnp.int32)
   if stagger:
     if num_windows is None or params is None or unroll is None:
       raise ValueError("`stagger` needs `num_windows`, `params` and `unroll` to advance the "
                        "particles along the horizon.")
-    groups = num_particles // group
-    target = ((particles // group) * num_windows // groups).astype(jnp.int32)
+    num_groups = num_particles // layout.group
+    target = (group_ids * num_windows // num_groups).astype(jnp.int32)
 
     def advance(w, inner):
       def one(inner_i, k, t):
-        _, moved = unroll(params, inner_i, _data_key(k, w), w)
+        _, moved = unroll(params, inner_i, data_key(k, w), w)
         return jax.tree_util.tree_map(lambda a, b: jnp.where(w < t, a, b), moved, inner_i)
       return jax.vmap(one)(inner, episode_keys, target)
 
     inner = jax.lax.fori_loop(0, jnp.max(target), advance, inner)
     window = target
-  acc: Any = ()
-  if has_accumulator and accumulator == "store":
+  acc = None
+  if layout.accumulator and accumulator == "store":
     if params is None:
       raise ValueError("PES with accumulator='store' needs `params` (its shape) in init_state.")
-    _checks.float_pytree("params", params)
     size = _tree.flatten(params)[0].shape[0]
-    acc = jnp.zeros((particles.shape[0] // 2, size), jnp.float32)
-  horizon = jnp.asarray(-1 if num_windows is None else num_windows, jnp.int32)
-  return UnrollState(inner, window, episode_keys, acc,
-                     jnp.full(particles.shape, jnp.nan, jnp.float32), horizon)
+    acc = jnp.zeros((group_ids.shape[0] // 2, size), jnp.float32)
+  local_particles = group_ids.shape[0] * (2 if layout.shared_inner else 1)
+  return UnrollState(inner=inner, window=window, episode_key=episode_keys,
+                     perturbed_from=window, accumulator=acc,
+                     loss=jnp.full((local_particles,), jnp.nan, jnp.float32),
+                     estimator=name, num_windows=num_windows,
+                     params_signature=None if params is None else signature(params))
 
 
-def reset_finished(state: UnrollState, init_inner: Callable | None, key, particles, group):
-  """Particles at the end of their horizon start a new problem (window 0);
-  ``key`` (this call's reset key) names the new problems. The work is skipped
-  (``lax.cond``) when no particle is done, as on most calls."""
-  done = (state.num_windows >= 0) & (state.window >= state.num_windows)
-  if init_inner is None:
-    return state, done
-
-  def reset(state):
-    fresh_keys = jax.vmap(lambda i: _new_episode_key(key, i // group, 1))(particles)
-    fresh = jax.vmap(init_inner)(jax.vmap(lambda k: jax.random.fold_in(k, 2))(fresh_keys))
-    pick = lambda new, old: jax.vmap(lambda d, a, b: jnp.where(d, a, b))(done, new, old)
-    acc = state.accumulator
-    if not isinstance(acc, tuple):
-      acc = jnp.where(done[::2, None], 0.0, acc)
-    return state._replace(inner=jax.tree_util.tree_map(pick, fresh, state.inner),
-                          episode_key=pick(fresh_keys, state.episode_key),
-                          window=jnp.where(done, 0, state.window), accumulator=acc)
-
-  return jax.lax.cond(jnp.any(done), reset, lambda s: s, state), done
-
-
-def check_state(state: Any, params: Any, group: int) -> None:
+def check_call(name: str, unroll: Callable, params: Any, state: Any, key: Any,
+               init_inner: Callable | None) -> jax.Array:
+  """Everything about an unrolled estimator's call that can be checked when it
+  is traced (so under ``jit`` too); returns the raw key."""
   if not isinstance(state, UnrollState):
-    raise ValueError(f"`state` must be an UnrollState from estimators.init_state, got "
-                     f"{type(state).__name__}.")
-  if state.window.ndim != 1 or state.window.shape[0] % group:
-    raise ValueError(f"`state` holds {state.window.shape} particles; this estimator needs "
-                     f"antithetic pairs: create it with init_state(estimator, ...).")
+    raise ValueError(f"`state` must be an UnrollState from estimators.init_state({name}, ...), "
+                     f"got {type(state).__name__}.")
+  if state.estimator != name:
+    raise ValueError(f"`state` was made by init_state({state.estimator}, ...) and lays its "
+                     f"particles out for that estimator; {name} needs its own: "
+                     f"estimators.init_state({name}, ...).")
   _checks.float_pytree("params", params)
+  if state.params_signature is not None and signature(params) != state.params_signature:
+    raise ValueError(f"`params` differ in structure, shape or dtype from the params the state "
+                     f"was made for (init_state(..., params=...)): got "
+                     f"{_describe(signature(params))}, the state expects "
+                     f"{_describe(state.params_signature)}.")
+  if state.accumulator is not None:
+    size = _tree.flatten(params)[0].shape[0]
+    if state.accumulator.ndim != 2 or state.accumulator.shape[1] != size:
+      raise ValueError(f"`state`'s PES accumulator has shape {state.accumulator.shape}, but "
+                       f"`params` have {size} coordinates: make the state with "
+                       f"init_state(pes, ..., params=params).")
+  if state.num_windows is not None and init_inner is None:
+    raise ValueError(f"`init_inner` is required: the state's horizon is finite (num_windows="
+                     f"{state.num_windows}), so particles must start new inner problems when "
+                     f"they reach it. Pass init_inner=..., or make the state with "
+                     f"num_windows=None for an infinite horizon.")
+  if init_inner is not None and not callable(init_inner):
+    raise ValueError(f"`init_inner` must be a function key -> inner_state, got {init_inner!r}.")
+  key = raw_key("key", key)
+  _check_unroll(unroll, params, state)
+  return key
 
 
-def check_unroll(unroll: Callable, params, state: UnrollState) -> None:
+def _describe(sig) -> str:
+  treedef, leaves = sig
+  return f"{treedef} with leaves {[f'{d}{list(s)}' for s, d in leaves]}"
+
+
+def _check_unroll(unroll: Callable, params, state: UnrollState) -> None:
   """``unroll`` returns ``(scalar loss, inner state of the same structure)``."""
+  if not callable(unroll):
+    raise ValueError(f"`unroll` must be a function (params, inner_state, key, window) -> "
+                     f"(loss, inner_state), got {unroll!r}.")
   one = jax.tree_util.tree_map(lambda x: x[0], state.inner)
   out = jax.eval_shape(unroll, params, one, state.episode_key[0], state.window[0])
   if not (isinstance(out, (tuple, list)) and len(out) == 2):
@@ -227,84 +301,36 @@ def check_unroll(unroll: Callable, params, state: UnrollState) -> None:
                      "was given.")
 
 
-def antithetic_step(unroll: Callable, params, state: UnrollState, key, *, sigma,
-                    noise: str, init_inner, chunk_size, axis_name):
-  """One window of every antithetic pair and the gradient estimate
+def reset_finished(state: UnrollState, init_inner: Callable | None, key,
+                   axis_name: str | None, num_particles: int) -> UnrollState:
+  """Rows at the end of their horizon start a new problem (window 0);
+  ``key`` (this call's reset key) names the new problems. The work is skipped
+  (``lax.cond``) when no row is done, as on most calls."""
+  if state.num_windows is None:
+    return state
+  layout = LAYOUTS[state.estimator]
+  groups = local_rows(num_particles, layout, axis_name)
+  done = state.window >= state.num_windows
 
-      g = 1/(2 sigma n) sum_u (L_u^+ - L_u^-) xi_u,   theta_u^{+-} = theta +- sigma z_u
+  def reset(state):
+    fresh_keys = jax.vmap(lambda g: _new_episode_key(key, g, 1))(groups)
+    fresh = jax.vmap(init_inner)(jax.vmap(lambda k: jax.random.fold_in(k, 2))(fresh_keys))
+    pick = lambda new, old: jax.vmap(lambda d, a, b: jnp.where(d, a, b))(done, new, old)
+    acc = state.accumulator
+    if acc is not None:
+      acc = jnp.where(done[::2, None], 0.0, acc)
+    return state._replace(inner=jax.tree_util.tree_map(pick, fresh, state.inner),
+                          episode_key=pick(fresh_keys, state.episode_key),
+                          window=jnp.where(done, 0, state.window),
+                          perturbed_from=jnp.where(done, 0, state.perturbed_from),
+                          accumulator=acc)
 
-  with ``xi = z`` (``noise="fresh"``: truncated ES; ``"episode"``: noise-reuse
-  ES, ``z`` fixed for the episode) or ``xi`` = the sum of the pair's ``z``
-  since its reset (``"accumulated"``: PES), over the ``n`` pairs with finite
-  losses on all devices.
-  """
-  theta, unflatten = _tree.flatten(params)
-  size, dtype = theta.shape[0], theta.dtype
-  sigma = jnp.asarray(sigma, dtype)
-  reset_key, key = jax.random.split(_raw_key(key))
-  particles = local_particles(state.window.shape[0] * _population.num_shards(axis_name), 2,
-                              axis_name)
-  state, _ = reset_finished(state, init_inner, reset_key, particles, 2)
-  pair_index = particles[::2] // 2                             # global pair ids
-  episode_key = state.episode_key[::2]
-  window = state.window[::2]
-  stored = not isinstance(state.accumulator, tuple)
+  return jax.lax.cond(jnp.any(done), reset, lambda s: s, state)
 
-  def z_at(ek, w):
-    return _normal.normal(jax.random.fold_in(_noise_base(ek), w), (size,), dtype)
 
-  def current_noise(u_local_args):
-    pair, ek, w = u_local_args
-    if noise == "fresh":
-      return _normal.normal(jax.random.fold_in(key, pair), (size,), dtype)
-    if noise == "episode":
-      return _normal.normal(_noise_base(ek), (size,), dtype)
-    return z_at(ek, w)                                        # PES: this window's increment
-
-  def direction(pair, ek, w):
-    """xi_u, what the loss difference multiplies (regenerated from keys)."""
-    if noise != "accumulated":
-      return current_noise((pair, ek, w))
-    # PES without a stored accumulator: the increments of windows 0..w of the episode.
-    return jax.lax.fori_loop(0, w + 1, lambda v, total: total + z_at(ek, v),
-                             jnp.zeros((size,), dtype))
-
-  inner_pairs = jax.tree_util.tree_map(lambda x: x.reshape(-1, 2, *x.shape[1:]), state.inner)
-  acc_rows = state.accumulator if stored else jnp.zeros((pair_index.shape[0], 0), dtype)
-
-  def pair_work(u):
-    pair, ek, w = pair_index[u], episode_key[u], window[u]
-    z = current_noise((pair, ek, w))
-    inner_u = jax.tree_util.tree_map(lambda x: x[u], inner_pairs)
-    data = _data_key(ek, w)
-    outs = [unroll(unflatten(theta + s * sigma * z), jax.tree_util.tree_map(lambda x: x[i], inner_u),
-                   data, w) for i, s in enumerate((1.0, -1.0))]
-    losses = jnp.stack([jnp.asarray(o[0], jnp.float32) for o in outs])
-    new_inner = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), outs[0][1], outs[1][1])
-    return losses, new_inner
-
-  units = jnp.arange(pair_index.shape[0])
-  chunk = _population.resolve_chunk_size(chunk_size, units.shape[0], size, dtype, pair_work,
-                                         units[0])
-  losses, new_inner = _population.map_members(pair_work, units, chunk)   # [pairs, 2], [pairs, 2, ...]
-  ok = jnp.all(jnp.isfinite(losses), axis=1)
-  kept = _population.allreduce(ok.sum(), axis_name)
-  coeff = jnp.where(ok, (losses[:, 0] - losses[:, 1]), 0.0).astype(dtype) / (
-      2.0 * sigma * jnp.maximum(kept, 1).astype(dtype))
-  if noise == "accumulated" and stored:
-    increments = jax.vmap(z_at)(episode_key, window)
-    new_acc = acc_rows + increments
-    grad = _population.allreduce(coeff @ new_acc, axis_name)
-    acc_out = new_acc
-  else:
-    grad = _population.weighted_direction_sum(
-        lambda u: direction(pair_index[u], episode_key[u], window[u]), coeff, units,
-        size, dtype, chunk, axis_name)
-    acc_out = state.accumulator
-  inner = jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]), new_inner)
-  state = state._replace(inner=inner, window=state.window + 1, accumulator=acc_out,
-                         loss=losses.reshape(-1))
-  return unflatten(grad), state
+def num_particles_of(state: UnrollState, axis_name: str | None) -> int:
+  """Particles over all devices (static)."""
+  return state.loss.shape[0] * _population.num_shards(axis_name)
 
 
 def full_unroll(unroll: Callable, init_inner: Callable, key: jax.Array, *,
@@ -322,16 +348,19 @@ def full_unroll(unroll: Callable, init_inner: Callable, key: jax.Array, *,
     init_inner: ``key -> inner_state``.
     key: the episode key (fixes the inner problem and its data keys).
     num_windows: the horizon in windows.
+
+  Returns:
+    ``params -> scalar``, the sum of the horizon's window losses.
   """
   num_windows = _checks.count("num_windows", num_windows)
-  key = _raw_key(key)
+  key = raw_key("key", key)
 
   def loss_fn(params):
     inner = init_inner(jax.random.fold_in(key, 2))
 
     def body(carry, w):
       inner, total = carry
-      loss, inner = unroll(params, inner, _data_key(key, w), w)
+      loss, inner = unroll(params, inner, data_key(key, w), w)
       return (inner, total + loss), None
 
     (_, total), _ = jax.lax.scan(body, (inner, jnp.zeros((), jnp.float32)),

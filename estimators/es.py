@@ -21,7 +21,7 @@ def es(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
        sigma: float = 0.01, population: int = 64, antithetic: bool = True,
        shaping: str = "none", chunk_size: int | str | None = "auto",
        axis_name: str | None = None, noise: str = "normal",
-       has_aux: bool = False) -> Any:
+       has_aux: bool = False, return_info: bool = False) -> Any:
   """Search gradient ``g = 1/(n sigma) sum_i f(L_i) z_i``, ``z_i ~ N(0, I)``.
 
   ``L_i = L(theta + sigma z_i)``. With ``shaping="none"`` (``f`` = identity)
@@ -38,7 +38,7 @@ def es(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
 
   Non-finite losses: such members (with antithetic ``"none"``: their whole
   pair) get weight 0 and are left out of the shaping statistics; n counts the
-  members kept (the gradient is zero if none is finite).
+  members kept; if none is finite the gradient is NaN (never a silent zero).
 
   Args:
     loss_fn: ``params -> scalar``.
@@ -64,6 +64,8 @@ def es(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
       marginally N(0, I) but shifted copies of one another, not independent.
     has_aux: ``loss_fn`` returns ``(loss, aux)``; the result is
       ``(grads, aux)`` with ``aux`` evaluated once at the unperturbed params.
+    return_info: also return a ``PopulationInfo`` (members evaluated, how
+      many were non-finite and left out), last in the result tuple.
 
   Returns:
     A pytree shaped and typed like ``params`` (a gradient: subtract it to
@@ -75,11 +77,12 @@ def es(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
   shaping = _checks.choice("shaping", shaping, SHAPINGS)
   chunk_size = _checks.chunk_size(chunk_size, allow_auto=True)
   antithetic = _checks.boolean("antithetic", antithetic)
+  noise = _checks.choice("noise", noise, _population.NOISES)
   _checks.float_pytree("params", params)
   loss = _checks.scalar_loss("loss_fn", loss_fn, params, has_aux=has_aux)
-  grads = _population.perturbation_gradient(
+  grads, info = _population.perturbation_gradient(
       loss, params, key, sigma=sigma, population=population,
       antithetic=antithetic, shaping=shaping,
       noise_scale=lambda n: 1.0 / (jnp.maximum(n, 1) * sigma),
       chunk_size=chunk_size, axis_name=axis_name, noise=noise)
-  return _checks.with_aux(grads, loss_fn, (params,), has_aux)
+  return _checks.with_aux(grads, loss_fn, (params,), has_aux, info, return_info)

@@ -19,7 +19,8 @@ from . import _checks, _population
 def es_wsr(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
            sigma: float = 0.01, population: int = 64, antithetic: bool = False,
            chunk_size: int | str | None = "auto", axis_name: str | None = None,
-           noise: str = "normal", has_aux: bool = False) -> Any:
+           noise: str = "normal", has_aux: bool = False,
+           return_info: bool = False) -> Any:
   """Exactly eq. (9) of the ES-ProtoNet TPU paper:
 
       eps_i ~ N(0, sigma^2 I),   L_i = L(theta + eps_i),
@@ -39,7 +40,8 @@ def es_wsr(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
   backprop learning rate.
 
   Non-finite losses get weight 0 and are excluded from mean, std and P; if
-  all losses are equal (std = 0) the gradient is exactly zero.
+  none is finite the gradient is NaN (never a silent zero); if all losses
+  are equal (std = 0) it is exactly zero (a flat landscape, not a failure).
 
   Args:
     loss_fn: ``params -> scalar``.
@@ -64,6 +66,8 @@ def es_wsr(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
       marginally N(0, I) but shifted copies of one another, not independent.
     has_aux: ``loss_fn`` returns ``(loss, aux)``; the result is
       ``(grads, aux)`` with ``aux`` evaluated once at the unperturbed params.
+    return_info: also return a ``PopulationInfo`` (members evaluated, how
+      many were non-finite and left out), last in the result tuple.
 
   Returns:
     A pytree shaped and typed like ``params``; with ``has_aux``, ``(grads, aux)``.
@@ -77,9 +81,9 @@ def es_wsr(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
   _checks.float_pytree("params", params)
   loss = _checks.scalar_loss("loss_fn", loss_fn, params, has_aux=has_aux)
   # eps_i = sigma * z_i, so (1/P) sum w_i eps_i = (sigma / P) sum w_i z_i.
-  grads = _population.perturbation_gradient(
+  grads, info = _population.perturbation_gradient(
       loss, params, key, sigma=sigma, population=population,
       antithetic=antithetic, shaping="standardize",
       noise_scale=lambda n: sigma / jnp.maximum(n, 1),
       chunk_size=chunk_size, axis_name=axis_name, noise=noise)
-  return _checks.with_aux(grads, loss_fn, (params,), has_aux)
+  return _checks.with_aux(grads, loss_fn, (params,), has_aux, info, return_info)

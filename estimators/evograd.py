@@ -130,10 +130,12 @@ def evolutionary_step(train_loss: Callable[[Any, Any], jax.Array], params: Any,
 
 
 def _fitness_weights(losses: jax.Array, temperature) -> jax.Array:
-  """softmax(-losses / tau) over the finite losses (eq. 3); 0 for the others."""
+  """softmax(-losses / tau) over the finite losses (eq. 3); 0 for the others
+  (NaN for all if none is finite)."""
   finite = jnp.isfinite(losses)
   logits = jnp.where(finite, -losses / temperature, -jnp.inf)
-  return jnp.where(finite.any(), jax.nn.softmax(jnp.where(finite.any(), logits, 0.0)), 0.0)
+  # No finite candidate: NaN weights, so the hypergradient is NaN, not a silent zero.
+  return jnp.where(finite.any(), jax.nn.softmax(jnp.where(finite.any(), logits, 0.0)), jnp.nan)
 
 
 def evograd(train_loss: Callable[[Any, Any], jax.Array],

@@ -16,7 +16,8 @@ def finite_difference(loss_fn: Callable[[Any], Any], params: Any,
                       key: jax.Array | None = None, *, step: float = 1e-3,
                       scheme: str = "forward", num_coordinates: int | None = None,
                       chunk_size: int | str | None = "auto",
-                      axis_name: str | None = None, has_aux: bool = False) -> Any:
+                      axis_name: str | None = None, has_aux: bool = False,
+                      return_info: bool = False) -> Any:
   """Coordinate-wise finite differences, one population member per coordinate.
 
   The paper's FD-as-ES (section II-G): candidate j is theta with coordinate j
@@ -43,7 +44,9 @@ def finite_difference(loss_fn: Callable[[Any], Any], params: Any,
 
   The step actually realised in the parameters' dtypes is divided by;
   coordinates whose difference is not finite (or whose nudge rounds away in
-  a low-precision leaf) get 0.
+  a low-precision leaf) get 0; if no coordinate's difference is finite, the
+  whole estimate is NaN (the library's rule for sampling estimators: a
+  training loop sees the failure instead of a silent zero step).
 
   Args:
     loss_fn: ``params -> scalar`` (``-> (scalar, aux)`` with ``has_aux``).
@@ -59,6 +62,8 @@ def finite_difference(loss_fn: Callable[[Any], Any], params: Any,
       (the key, if any, must be the same on every device).
     has_aux: ``loss_fn`` returns ``(loss, aux)``; the result is
       ``(grads, aux)`` with ``aux`` at ``params``.
+    return_info: also return a ``PopulationInfo`` (members evaluated, how
+      many were non-finite and left out), last in the result tuple.
 
   Returns:
     A pytree shaped and typed like ``params``; with ``has_aux``, ``(grads, aux)``.
@@ -106,5 +111,9 @@ def finite_difference(loss_fn: Callable[[Any], Any], params: Any,
     values = _population.coordinate_values(lambda i: derivative(drawn[i]), num_coordinates,
                                            chunk_size, axis_name)
     grad = jnp.zeros((size,), dtype).at[drawn].set(values * (size / num_coordinates))
-  grads = unflatten(jnp.where(jnp.isfinite(grad), grad, 0.0))
-  return _checks.with_aux(grads, loss_fn, (params,), has_aux)
+  finite = jnp.isfinite(grad)
+  # Non-finite differences are left out (0); if none is finite, NaN (never a silent zero).
+  grads = unflatten(jnp.where(finite, grad, jnp.where(finite.any(), 0.0, jnp.nan)))
+  members = size if num_coordinates is None else num_coordinates
+  info = _population.PopulationInfo(members, (~finite).sum().astype(jnp.int32))
+  return _checks.with_aux(grads, loss_fn, (params,), has_aux, info, return_info)

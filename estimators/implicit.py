@@ -181,6 +181,9 @@ def imaml(support_loss: Callable[[Any], jax.Array], query_loss: Callable[[Any], 
     ``(grads, aux)``).
   """
   _checks.positive("reg", reg)
+  _checks.float_pytree("adapted", adapted)
+  _checks.float_pytree("meta_params", meta_params)
+  _checks.same_structure("adapted", adapted, "meta_params", meta_params)
   train = lambda theta, theta0: proximal(support_loss, theta0, reg=reg)(theta)
   val = lambda theta, theta0: query_loss(theta)
   # H of the proximal objective is H_S + reg I, and d^2/dtheta0 dtheta = -reg I,

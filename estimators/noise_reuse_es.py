@@ -10,8 +10,7 @@ from typing import Any, Callable
 
 import jax
 
-from . import _unroll
-from .truncated_es import _antithetic
+from . import _antithetic, _unroll
 
 
 def noise_reuse_es(unroll: Callable, params: Any, state: _unroll.UnrollState, key: jax.Array, *,
@@ -33,12 +32,14 @@ def noise_reuse_es(unroll: Callable, params: Any, state: _unroll.UnrollState, ke
     state: from ``estimators.init_state(noise_reuse_es, ...)``.
     key: PRNG key of this call (names the problems of reset particles).
     sigma: perturbation scale (> 0).
-    init_inner: ``key -> inner_state``, to reset particles at the horizon.
+    init_inner: ``key -> inner_state``, to reset particles at the horizon
+      (required when the state's horizon is finite).
     chunk_size: pairs unrolled at once (``"auto"``: measured).
     axis_name: inside ``shard_map``/``pmap``, the axis pairs are split over.
 
   Returns:
-    ``(grads, state)``.
+    ``(grads, state)``: NaN grads if no pair's losses were finite.
   """
-  return _antithetic(unroll, params, state, key, sigma=sigma, noise="episode",
-                     init_inner=init_inner, chunk_size=chunk_size, axis_name=axis_name)
+  return _antithetic.estimate("noise_reuse_es", unroll, params, state, key, sigma=sigma,
+                              init_inner=init_inner, chunk_size=chunk_size,
+                              axis_name=axis_name)

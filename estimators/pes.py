@@ -12,8 +12,7 @@ from typing import Any, Callable
 
 import jax
 
-from . import _unroll
-from .truncated_es import _antithetic
+from . import _antithetic, _unroll
 
 
 def pes(unroll: Callable, params: Any, state: _unroll.UnrollState, key: jax.Array, *,
@@ -34,7 +33,10 @@ def pes(unroll: Callable, params: Any, state: _unroll.UnrollState, key: jax.Arra
   (``init_state(..., accumulator="store")``: O(1) draws per window) or not at
   all (``"regenerate"``: xi is re-drawn from the pair's episode key, O(w) draws
   of D normals per window). The noise of window w of an episode is keyed by
-  (episode, w), which is what makes it regenerable.
+  (episode, w), which is what makes it regenerable; both sum the windows
+  perturbed since the reset (after ``stagger``, from the pair's first
+  perturbed window), so they are one estimator: the same estimate for the
+  same keys, to float rounding.
 
   Args:
     unroll: ``(params, inner_state, key, window) -> (loss, inner_state)``.
@@ -42,12 +44,14 @@ def pes(unroll: Callable, params: Any, state: _unroll.UnrollState, key: jax.Arra
     state: from ``estimators.init_state(pes, ..., params=params)``.
     key: PRNG key of this call (names the problems of reset particles).
     sigma: perturbation scale (> 0).
-    init_inner: ``key -> inner_state``, to reset particles at the horizon.
+    init_inner: ``key -> inner_state``, to reset particles at the horizon
+      (required when the state's horizon is finite).
     chunk_size: pairs unrolled at once (``"auto"``: measured).
     axis_name: inside ``shard_map``/``pmap``, the axis pairs are split over.
 
   Returns:
-    ``(grads, state)``.
+    ``(grads, state)``: NaN grads if no pair's losses were finite.
   """
-  return _antithetic(unroll, params, state, key, sigma=sigma, noise="accumulated",
-                     init_inner=init_inner, chunk_size=chunk_size, axis_name=axis_name)
+  return _antithetic.estimate("pes", unroll, params, state, key, sigma=sigma,
+                              init_inner=init_inner, chunk_size=chunk_size,
+                              axis_name=axis_name)

@@ -25,8 +25,9 @@ def truncated_backprop(unroll: Callable, params: Any, state: _unroll.UnrollState
   Each particle's inner state ``s_i`` at the window's start is a constant:
   the gradient ignores how ``params`` shaped it in earlier windows. Memory is
   one window's tape per particle (flat in the horizon), but the estimate is
-  **biased**: in influence balancing it converges to the wrong fixed point, and
-  for learning-rate schedules it prefers rates that look good over K steps only.
+  **biased**: in influence balancing with one step per window it has the wrong
+  sign near the optimum (it pushes theta away from it), and for learning-rate
+  schedules it prefers rates that look good over K steps only.
 
   Args:
     unroll: ``(params, inner_state, key, window) -> (loss, inner_state)``.
@@ -34,32 +35,30 @@ def truncated_backprop(unroll: Callable, params: Any, state: _unroll.UnrollState
     state: from ``estimators.init_state(truncated_backprop, ...)``.
     key: PRNG key of this call (names the problems of reset particles).
     init_inner: ``key -> inner_state``, to reset particles at the end of a
-      finite horizon (required then).
+      finite horizon (required when the state's horizon is finite).
     chunk_size: particles differentiated at once (``"auto"``: measured).
     axis_name: inside ``shard_map``/``pmap``, the axis the particles are split
       over (the key must be the same on every device).
 
   Returns:
-    ``(grads, state)``: grads shaped like ``params``, the particles one window on.
+    ``(grads, state)``: grads shaped like ``params`` (NaN if no particle's
+    loss and gradient were finite), the particles one window on.
   """
-  _unroll.check_state(state, params, 1)
-  _unroll.check_unroll(unroll, params, state)
-  _checks.prng_key("key", _unroll._raw_key(key))
+  key = _unroll.check_call("truncated_backprop", unroll, params, state, key, init_inner)
   chunk_size = _checks.chunk_size(chunk_size, allow_auto=True)
   n_local = state.window.shape[0]
-  particles = _unroll.local_particles(n_local * _population.num_shards(axis_name), 1, axis_name)
-  if init_inner is None:
-    _require_no_reset(state)
-  state, _ = _unroll.reset_finished(state, init_inner, _unroll._raw_key(key), particles, 1)
+  state = _unroll.reset_finished(state, init_inner, key, axis_name,
+                                 _unroll.num_particles_of(state, axis_name))
   theta, unflatten = _tree.flatten(params)
 
   def particle(i):
     inner = jax.tree_util.tree_map(lambda x: x[i], state.inner)
-    data = _unroll._data_key(state.episode_key[i], state.window[i])
+    data = _unroll.data_key(state.episode_key[i], state.window[i])
     window_loss = lambda flat: unroll(unflatten(flat), inner, data, state.window[i])
     (loss, new_inner), grad = jax.value_and_grad(window_loss, has_aux=True)(theta)
     ok = jnp.isfinite(loss) & jnp.all(jnp.isfinite(grad))
-    return (jnp.asarray(loss, jnp.float32), new_inner, ok), jnp.where(ok, grad, 0.0)
+    loss = jnp.where(ok, jnp.asarray(loss, jnp.float32), jnp.nan)
+    return (loss, new_inner, ok), jnp.where(ok, grad, 0.0)
 
   units = jnp.arange(n_local)
   chunk = _population.resolve_chunk_size(chunk_size, n_local, theta.shape[0], theta.dtype,
@@ -67,15 +66,6 @@ def truncated_backprop(unroll: Callable, params: Any, state: _unroll.UnrollState
   (losses, inner, ok), total = _population.map_and_sum(particle, units, chunk)
   kept = _population.allreduce(ok.sum(), axis_name)
   grad = _population.allreduce(total, axis_name) / jnp.maximum(kept, 1).astype(total.dtype)
+  grad = jnp.where(kept > 0, grad, jnp.nan)          # no finite particle: NaN, not zero
   state = state._replace(inner=inner, window=state.window + 1, loss=losses)
   return unflatten(grad), state
-
-
-def _require_no_reset(state):
-  """Without ``init_inner`` a finite horizon cannot restart its particles."""
-  if isinstance(state.num_windows, jax.core.Tracer):
-    return
-  if int(state.num_windows) >= 0 and not isinstance(state.window, jax.core.Tracer):
-    if bool(jnp.any(state.window >= state.num_windows)):
-      raise ValueError("`init_inner` is required: particles reached the end of their horizon "
-                       "(num_windows) and must start new inner problems.")

@@ -2,7 +2,8 @@
 
 The truncated-ES baseline of Vicol, Metz & Sohl-Dickstein (2021), "Unbiased
 Gradient Estimation in Unrolled Computation Graphs with Persistent Evolution
-Strategies" (PES), ICML, arXiv:2112.13835, section 3.
+Strategies" (PES), ICML, arXiv:2112.13835, Algorithm 1; reference code:
+learned_optimization's ``outer_trainers/truncated_es.py`` (``TruncatedES``).
 """
 
 from __future__ import annotations
@@ -11,47 +12,44 @@ from typing import Any, Callable
 
 import jax
 
-from . import _checks, _unroll
+from . import _antithetic, _unroll
 
 
 def truncated_es(unroll: Callable, params: Any, state: _unroll.UnrollState, key: jax.Array, *,
                  sigma: float, init_inner: Callable | None = None,
-                 chunk_size: int | str | None = "auto",
+                 carry: str = "unperturbed", chunk_size: int | str | None = "auto",
                  axis_name: str | None = None) -> tuple[Any, _unroll.UnrollState]:
-  """``g = 1/(2 sigma n) sum_u (L_w(theta + sigma z_u) - L_w(theta - sigma z_u)) z_u``
-  with fresh ``z_u ~ N(0, I)`` every window, for each antithetic pair u.
+  """``g = 1/(2 sigma n) sum_u (L_w(s_u, theta + sigma z_u) - L_w(s_u, theta - sigma z_u)) z_u``
 
-  Smooths one window only: the pair's inner states were shaped by earlier
-  windows' (different) perturbations, which the estimate ignores, so it is
-  **biased** like truncated backprop, but needs no derivatives. Memory flat in
-  the horizon.
+  with fresh ``z_u ~ N(0, I)`` every window, for each antithetic pair u whose
+  members both start the window from the pair's one inner state ``s_u`` (PES
+  paper, Algorithm 1). It is the antithetic ES estimate of the gradient of one
+  window's smoothed loss with ``s_u`` held fixed: like truncated backprop it
+  ignores how ``theta`` shaped ``s_u`` in earlier windows, so it is
+  **biased** (its mean is TBPTT's on a quadratic window loss), but it needs no
+  derivatives and its variance is that of ES on one window: the loss
+  difference shrinks with sigma. Memory flat in the horizon.
 
   Args:
     unroll: ``(params, inner_state, key, window) -> (loss, inner_state)``.
     params: the meta-parameters (pytree of floats).
-    state: from ``estimators.init_state(truncated_es, ...)`` (antithetic pairs).
+    state: from ``estimators.init_state(truncated_es, ...)`` (one inner state
+      per pair).
     key: PRNG key of this call; pair u's noise is ``fold_in(key, u)``.
     sigma: perturbation scale (> 0).
-    init_inner: ``key -> inner_state``, to reset particles at the horizon.
+    init_inner: ``key -> inner_state``, to reset pairs at the horizon
+      (required when the state's horizon is finite).
+    carry: the state a pair carries into the next window:
+      ``"unperturbed"`` (default, Algorithm 1: ``s <- unroll(s, theta)``, a
+      third unroll per pair and window) or ``"positive"`` (the ``+`` member's
+      state, as learned_optimization's ``TruncatedES``: two unrolls, the
+      trajectory drifts by sigma).
     chunk_size: pairs unrolled at once (``"auto"``: measured).
     axis_name: inside ``shard_map``/``pmap``, the axis pairs are split over.
 
   Returns:
-    ``(grads, state)``.
+    ``(grads, state)``: NaN grads if no pair's losses were finite.
   """
-  return _antithetic(unroll, params, state, key, sigma=sigma, noise="fresh",
-                     init_inner=init_inner, chunk_size=chunk_size, axis_name=axis_name)
-
-
-def _antithetic(unroll, params, state, key, *, sigma, noise, init_inner, chunk_size, axis_name):
-  _unroll.check_state(state, params, 2)
-  _unroll.check_unroll(unroll, params, state)
-  _checks.prng_key("key", _unroll._raw_key(key))
-  _checks.positive("sigma", sigma)
-  chunk_size = _checks.chunk_size(chunk_size, allow_auto=True)
-  from .truncated_backprop import _require_no_reset
-  if init_inner is None:
-    _require_no_reset(state)
-  return _unroll.antithetic_step(unroll, params, state, key, sigma=sigma, noise=noise,
-                                 init_inner=init_inner, chunk_size=chunk_size,
-                                 axis_name=axis_name)
+  return _antithetic.estimate("truncated_es", unroll, params, state, key, sigma=sigma,
+                              init_inner=init_inner, chunk_size=chunk_size,
+                              axis_name=axis_name, carry=carry)

@@ -97,6 +97,9 @@ def main(argv=None):
                            "metrics.jsonl, test_curve in results.json); each a multiple of "
                            "--log_every")
   parser.add_argument("--val_episodes", type=int, default=100)
+  parser.add_argument("--memory_only", action="store_true",
+                      help="compile one training step, write its XLA memory analysis "
+                           "(temporaries of one meta-gradient + update) to results.json, exit")
   common.add_distributed_flags(parser)
   args = parser.parse_args(argv)
   # Smoke: one block (the same code path; a 4-block program compiles ~4x slower).
@@ -164,6 +167,21 @@ def main(argv=None):
   local = lambda tree: jax.device_put(common.to_host(tree), jax.local_devices()[0])
   val_images, test_images = jnp.asarray(splits["val"]), jnp.asarray(splits["test"])
   val_keys = jax.random.split(jax.random.PRNGKey(args.seed + 1), args.val_episodes)
+  if args.memory_only:
+    common.check_out(args)
+    state = place((params, optimizer.init(params)))
+    compiled = jax.jit(sharded_step).lower(state, jax.random.PRNGKey(0), train_images).compile()
+    memory = compiled.memory_analysis()
+    path = common.write_results(
+        args, {"memory": {"temp_bytes": int(memory.temp_size_in_bytes),
+                          "argument_bytes": int(memory.argument_size_in_bytes),
+                          "output_bytes": int(memory.output_size_in_bytes)},
+               "estimator": args.estimator,
+               "parameters": int(sum(x.size for x in jax.tree_util.tree_leaves(params)))},
+        started=started, module="examples.es_protonet", argv=argv)
+    common.say(f"one training step: {memory.temp_size_in_bytes / 2**20:.2f} MiB of XLA "
+               f"temporaries; wrote {path}")
+    return
   test_keys = jax.random.split(jax.random.PRNGKey(10_000 + args.seed), args.test_episodes)
 
   def test_accuracy(params):

@@ -100,6 +100,7 @@ def main(argv=None):
   parser.add_argument("--temperature", type=float, default=0.5)
   parser.add_argument("--lr", type=float, default=0.1)
   args = parser.parse_args(argv)
+  common.check_out(args)
   common.apply_smoke(args, argv, copies=[2, 10], repeats=10)
   common.positive_flags(args, "trajectory_steps", "repeats", "temperature", "lr")
   if min(args.copies) < 2:

@@ -8,12 +8,15 @@ import tempfile
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
   _flags += " --xla_force_host_platform_device_count=8"
-# XLA's older CPU fusion emitters (LLVM IR straight from HLO) compile the
-# suite's programs ~23% faster than the default MLIR fusion emitters (test_api
-# + test_population under -n 2: 178 s -> 137 s), and compiling is most of the
-# suite's time. The numbers are the same maths; to run the suite on the default
-# emitters, set XLA_FLAGS=--xla_cpu_use_fusion_emitters=true.
-if "xla_cpu_use_fusion_emitters" not in _flags:
+# Two tiers (``make test-fast`` = unit, ``make test`` = unit then integration):
+# the unit tier uses XLA's older CPU fusion emitters (LLVM IR straight from
+# HLO), which compile the suite's programs ~23% faster than the default MLIR
+# fusion emitters (test_api + test_population under -n 2: 178 s -> 137 s);
+# the integration tier runs on the default emitters users get
+# (METAGRAD_XLA_EMITTERS=default, set by the Makefile), so a regression there
+# is caught. XLA_FLAGS=--xla_cpu_use_fusion_emitters=... overrides both.
+if ("xla_cpu_use_fusion_emitters" not in _flags
+    and os.environ.get("METAGRAD_XLA_EMITTERS", "") != "default"):
   _flags += " --xla_cpu_use_fusion_emitters=false"
 os.environ["XLA_FLAGS"] = _flags.strip()
 _shared_tfds = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "tfds"
@@ -53,3 +56,20 @@ def omniglot():
     if os.environ.get("CI", "").lower() == "true":
       raise
     pytest.skip("prepared Omniglot not found (set TFDS_DATA_DIR)")
+
+
+# The integration tier: whole examples (smoke and kill-and-resume runs), the
+# benchmarks' quick mode, the README's code blocks, the 2-process
+# jax.distributed run, real Omniglot and the defaults on a conv4 ProtoNet
+# episode. Everything else is the unit and property tier. Set here, by file,
+# so a new test file lands in the unit tier unless it is named below.
+INTEGRATION_FILES = frozenset({
+    "test_examples.py", "test_readme.py", "test_benchmarks.py", "test_multiprocess.py",
+    "test_omniglot.py", "test_defaults.py", "test_evograd_toy.py",
+})
+
+
+def pytest_collection_modifyitems(config, items):
+  for item in items:
+    tier = "integration" if item.path.name in INTEGRATION_FILES else "unit"
+    item.add_marker(getattr(pytest.mark, tier))

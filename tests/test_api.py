@@ -96,3 +96,37 @@ def test_traced_sigma_is_accepted():
                                       sigma=s, population=4))(0.1)
   ref = estimators.es(smooth_loss, params, jax.random.PRNGKey(0), sigma=0.1, population=4)
   chex.assert_trees_all_close(g, ref, rtol=1e-4, atol=1e-5)  # jit vs eager rounding
+
+
+HYPERGRADIENT = {
+    "evograd": functools.partial(estimators.evograd, population=3, sigma=0.05),
+    "t1_t2": functools.partial(estimators.t1_t2, inner_lr=0.1),
+    "implicit": functools.partial(estimators.implicit, num_iterations=5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIRST_ORDER) + sorted(HYPERGRADIENT))
+def test_has_aux_returns_the_same_gradient_and_its_aux(name):
+  # Every estimator's has_aux path: (grads, aux) with grads bit-equal to the
+  # plain call's.
+  params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.zeros(3)}
+  key = jax.random.PRNGKey(3)
+  marker = lambda p: {"b0": p["b"][0], "n": jnp.asarray(7)}
+  if name in FIRST_ORDER:
+    est = FIRST_ORDER[name]
+    plain = est(smooth_loss, params, key)
+    grads, aux = est(lambda p: (smooth_loss(p), marker(p)), params, key, has_aux=True)
+  else:
+    est, hparams = HYPERGRADIENT[name], {"l2": jnp.asarray(0.3)}
+    train = lambda p, h: smooth_loss(p) + h["l2"] * sum(jnp.sum(x ** 2) for x in
+                                                       jax.tree_util.tree_leaves(p))
+    val = lambda p, h: smooth_loss(p) * (1.0 + h["l2"])
+    plain = est(train, val, params, hparams, key)
+    grads, aux = est(train, lambda p, h: (val(p, h), marker(p)), params, hparams, key,
+                     has_aux=True)
+  chex.assert_trees_all_equal(grads, plain)
+  assert int(aux["n"]) == 7, aux
+  # First-order aux is at params; a hypergradient's val_loss aux is where its
+  # val_loss is evaluated (theta' for evograd and t1_t2, theta for implicit).
+  if name in FIRST_ORDER or name == "implicit":
+    assert float(aux["b0"]) == float(params["b"][0]), aux

@@ -146,7 +146,147 @@ BAD = [
     ("num_coordinates", lambda: estimators.finite_difference(MSE, MLP_PARAMS, KEY,
                                                              num_coordinates=10**6)),
     ("population", lambda: estimators.es(MSE, MLP_PARAMS, KEY, sigma=0.1, population=True)),
+    ("noise", lambda: estimators.es(MSE, MLP_PARAMS, KEY, sigma=0.1, population=4,
+                                    noise="tabel")),
+    # The population the user passed (6), not its pair count, over 2 devices.
+    (r"`population` \(6\)", lambda: jax.vmap(
+        lambda _: estimators.es(MSE, MLP_PARAMS, KEY, population=6, axis_name="d"),
+        axis_name="d")(jnp.arange(2))),
+    ("key.*batch of keys.*pass one key",
+     lambda: estimators.es_wsr(MSE, MLP_PARAMS, jax.random.split(KEY, 3))),
+    ("adapted.*meta_params", lambda: estimators.imaml(
+        MSE, MSE, {"w": jnp.ones(3)}, MLP_PARAMS, reg=1.0)),
 ]
+
+
+# ---------------------------------------------------------------- unrolled estimators
+def _ib_unroll(params, inner, key, window):
+  s = 0.5 * inner["s"] + params["theta"][0]
+  return (s[0] - 1.0) ** 2, {"s": s}
+
+
+_IB_INIT = lambda key: {"s": jnp.ones(3)}
+_IB_THETA = {"theta": jnp.array([0.5])}
+
+
+def _state(name, **kw):
+  kw.setdefault("params", _IB_THETA)
+  return estimators.init_state(getattr(estimators, name), _IB_INIT, KEY,
+                               num_particles=kw.pop("num_particles", 4), **kw)
+
+
+def _call(name, state=None, params=_IB_THETA, key=KEY, jit=False, **kw):
+  state = _state(name) if state is None else state
+  if name != "truncated_backprop":
+    kw.setdefault("sigma", 0.1)
+  fn = lambda s: getattr(estimators, name)(_ib_unroll, params, s, key, **kw)
+  return jax.jit(fn)(state) if jit else fn(state)
+
+
+UNROLLED_BAD = [
+    ("key", lambda: estimators.init_state(estimators.pes, _IB_INIT, 0, num_particles=2,
+                                          params=_IB_THETA)),
+    ("key.*batch", lambda: estimators.init_state(estimators.pes, _IB_INIT,
+                                                 jax.random.split(KEY, 4), num_particles=2,
+                                                 params=_IB_THETA)),
+    ("key", lambda: _call("pes", key=7)),
+    ("key.*batch", lambda: _call("truncated_backprop", key=jax.random.split(KEY, 2))),
+    ("init_inner", lambda: estimators.init_state(estimators.pes, None, KEY, num_particles=2,
+                                                 params=_IB_THETA)),
+    # a state made for another estimator
+    ("state.*init_state\(truncated_backprop", lambda: _call(
+        "pes", state=_state("truncated_backprop"))),
+    ("state.*init_state\(noise_reuse_es", lambda: _call("pes", state=_state("noise_reuse_es"))),
+    ("state.*init_state\(pes", lambda: _call("truncated_es", state=_state("pes"), jit=True)),
+    # params of another structure or shape than init_state saw
+    ("params", lambda: _call("pes", params={"theta": jnp.ones(4)})),
+    ("params", lambda: _call("noise_reuse_es", params={"other": jnp.ones(1)}, jit=True)),
+    ("params", lambda: _call("truncated_backprop", params={"theta": jnp.ones(1, jnp.bfloat16)})),
+    # a PES accumulator whose width is not the params' (a state without a signature)
+    ("accumulator", lambda: _call("pes", state=_state("pes")._replace(
+        params_signature=None, accumulator=jnp.zeros((2, 4))))),
+    # a finite horizon with nothing to reset to: refused at trace time, jitted or not
+    ("init_inner", lambda: _call("pes", state=_state("pes", num_windows=20))),
+    ("init_inner", lambda: _call("truncated_backprop", state=_state("truncated_backprop",
+                                                                  num_windows=3), jit=True)),
+    ("init_inner", lambda: _call("truncated_es", state=_state("truncated_es", num_windows=3),
+                                 jit=True)),
+    ("carry", lambda: _call("truncated_es", carry="negative")),
+    ("sigma", lambda: _call("noise_reuse_es", sigma=0.0)),
+    ("estimator", lambda: estimators.init_state(estimators.es, _IB_INIT, KEY, num_particles=2)),
+    ("num_particles", lambda: _state("truncated_es", num_particles=3)),
+    ("num_particles.*multiple of 4", lambda: jax.vmap(
+        lambda _: _state("pes", num_particles=6, axis_name="d"), axis_name="d")(jnp.arange(2))),
+]
+
+
+@pytest.mark.parametrize("arg,call", UNROLLED_BAD,
+                         ids=[f"{i}-{a.split('.')[0]}" for i, (a, _) in enumerate(UNROLLED_BAD)])
+def test_unrolled_bad_input_raises_value_error_naming_the_argument(arg, call):
+  with pytest.raises(ValueError, match=arg):
+    call()
+
+
+def test_unrolled_state_accepts_a_partial_of_its_estimator():
+  state = estimators.init_state(functools.partial(estimators.pes, sigma=0.1), _IB_INIT, KEY,
+                                num_particles=2, params=_IB_THETA)
+  assert state.estimator == "pes"
+
+
+NAN_LOSS = lambda p: jnp.nan * MSE(p)
+ALL_NON_FINITE = {
+    "es": lambda: estimators.es(NAN_LOSS, MLP_PARAMS, KEY, population=4),
+    "es centered_rank": lambda: estimators.es(NAN_LOSS, MLP_PARAMS, KEY, population=4,
+                                              shaping="centered_rank"),
+    "es_wsr": lambda: estimators.es_wsr(NAN_LOSS, MLP_PARAMS, KEY, population=4),
+    "forward_gradient": lambda: estimators.forward_gradient(NAN_LOSS, MLP_PARAMS, KEY,
+                                                            num_directions=3),
+    "finite_difference": lambda: estimators.finite_difference(NAN_LOSS, MLP_PARAMS),
+    "evograd": lambda: estimators.evograd(lambda p, h: NAN_LOSS(p) * h[0], lambda p, h: MSE(p),
+                                          MLP_PARAMS, jnp.ones(1), KEY),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ALL_NON_FINITE))
+def test_an_all_non_finite_population_gives_nan_not_a_silent_zero(name):
+  grads = jax.jit(ALL_NON_FINITE[name])()
+  assert all(np.all(np.isnan(g)) for g in jax.tree_util.tree_leaves(grads)), name
+
+
+def test_a_partly_non_finite_population_leaves_the_bad_members_out():
+  # Members pushed more than 1.5 sigma from b = 0.3 (about 13% of them) have a
+  # NaN loss; the rest still give a finite estimate of the slope's sign (+0.6).
+  loss = lambda p: jnp.where(jnp.abs(p["b"][0] - 0.3) > 0.15, jnp.nan, jnp.sum(p["b"] ** 2))
+  g = estimators.es(loss, {"b": jnp.array([0.3])}, KEY, sigma=0.1, population=256,
+                    antithetic=False)["b"]
+  assert np.isfinite(g[0]) and g[0] > 0, g
+
+
+def test_return_info_counts_the_non_finite_members_exactly():
+  # es_wsr member i is theta + sigma z_i, z_i = normal(fold_in(key, i)): count by hand.
+  theta, sigma, population = {"b": jnp.zeros(4)}, 0.1, 32
+  loss = lambda p: jnp.where(p["b"][0] > 0.05, jnp.nan, jnp.sum(p["b"] ** 2))
+  z = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(KEY, i), (4,)))(
+      jnp.arange(population))
+  expected = int(jnp.sum(sigma * z[:, 0] > 0.05))
+  assert 0 < expected < population
+  for jit in (False, True):
+    fn = lambda p: estimators.es_wsr(loss, p, KEY, sigma=sigma, population=population,
+                                     return_info=True, has_aux=False)
+    grads, info = (jax.jit(fn) if jit else fn)(theta)
+    assert info.members == population and int(info.nonfinite) == expected
+    assert np.all(np.isfinite(grads["b"]))
+  # FD: exactly the one coordinate whose nudge makes the loss NaN is left out.
+  fd_loss = lambda p: jnp.where(p["b"][0] != 0, jnp.nan, jnp.sum(p["b"] ** 2))
+  (grads, aux, info) = estimators.finite_difference(lambda p: (fd_loss(p), 1.0), theta,
+                                                    has_aux=True, return_info=True)
+  assert (info.members, int(info.nonfinite), aux) == (4, 1, 1.0)
+  _, info = estimators.forward_gradient(NAN_LOSS, MLP_PARAMS, KEY, num_directions=3,
+                                        return_info=True)
+  assert (info.members, int(info.nonfinite)) == (3, 3)
+  _, info = estimators.es(NAN_LOSS, MLP_PARAMS, KEY, population=4, shaping="centered_rank",
+                          return_info=True)
+  assert (info.members, int(info.nonfinite)) == (4, 4)
 
 
 @pytest.mark.parametrize("arg,call", BAD, ids=[f"{i}-{a}" for i, (a, _) in enumerate(BAD)])

@@ -66,3 +66,49 @@ def test_data_dir_rule(tmp_path, monkeypatch):
   expected = str(common.SHARED_TFDS) if common.SHARED_TFDS.is_dir() else None
   if expected:
     assert common.data_dir(argparse.Namespace(data_dir=None)) == expected
+
+
+def test_an_out_holding_a_run_is_refused_without_resume_or_overwrite(tmp_path):
+  common.train(_args(tmp_path), state=jnp.ones(5), step_fn=_step, name="t")
+  with pytest.raises(SystemExit, match="already holds a run.*--resume.*--overwrite"):
+    common.train(_args(tmp_path), state=jnp.ones(5), step_fn=_step, name="t")
+  # --overwrite replaces the run: a fresh log, not the old rows plus new ones.
+  common.train(_args(tmp_path, overwrite=True, steps=4), state=jnp.ones(5), step_fn=_step,
+               name="t")
+  rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(r)["step"] for r in rows] == [4]
+  # Examples that do not train refuse the same way before doing any work.
+  with pytest.raises(SystemExit, match="already holds a run"):
+    common.check_out(argparse.Namespace(out=str(tmp_path)))
+
+
+def test_wall_time_totals_every_resumed_segment(tmp_path, monkeypatch):
+  clock = [100.0]
+  monkeypatch.setattr(common.time, "perf_counter", lambda: clock[0])
+
+  run = common._chunk_runner
+
+  def timed_runner(step_fn, seed):  # every chunk of steps "takes" 10 s of the fake clock
+    inner = run(step_fn, seed)
+    def call(*a):
+      clock[0] += 10.0
+      return inner(*a)
+    return call
+
+  monkeypatch.setattr(common, "_chunk_runner", timed_runner)
+  first = common.train(_args(tmp_path, steps=6), state=jnp.ones(5), step_fn=_step, name="t")
+  assert first.prior_wall_s == 0.0
+  # 6 steps in chunks ending at 4 and 6: 20 s, stored with the checkpoint.
+  np.testing.assert_allclose(common.Checkpointer(tmp_path).wall_time(), 20.0)
+  second = common.train(_args(tmp_path, steps=12, resume=True), state=jnp.ones(5),
+                        step_fn=_step, name="t")
+  assert second.prior_wall_s == 20.0
+  # train_s in the log continues across the resume: chunks end at 4, 6 | 8, 12.
+  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [(r["step"], r["train_s"]) for r in rows] == [(4, 10.0), (6, 20.0), (8, 30.0),
+                                                       (12, 40.0)]
+  path = common.write_results(_args(tmp_path), {"results": {}}, started=common.time.time() - 5,
+                              module="x", argv=[], prior_wall_s=second.prior_wall_s)
+  record = json.loads(path.read_text())
+  assert record["wall_time_s"] == pytest.approx(25.0, abs=1.0)
+  assert record["wall_time_segment_s"] == pytest.approx(5.0, abs=1.0)

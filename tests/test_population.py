@@ -54,7 +54,7 @@ def test_population_not_divisible_by_devices():
   q = Quadratic(dim=3)
   run = jax.pmap(lambda k: estimators.es(q.loss, q.params, k, sigma=0.1, population=6,
                                          axis_name="d"), axis_name="d", devices=jax.devices()[:4])
-  with pytest.raises(ValueError, match="population.*divisible"):
+  with pytest.raises(ValueError, match=r"`population` \(6\) must split.*multiple of 8"):
     run(jnp.stack([jax.random.PRNGKey(0)] * 4))
 
 

@@ -177,7 +177,8 @@ def test_chunking_changes_only_summation_order():
   for chunk in (1, 3, None):
     state = estimators.init_state(estimators.pes, init_inner, key, num_particles=12,
                                   num_windows=W, params=THETA)
-    g, _ = estimators.pes(unroll, THETA, state, key, sigma=0.05, chunk_size=chunk)
+    g, _ = estimators.pes(unroll, THETA, state, key, sigma=0.05, chunk_size=chunk,
+                          init_inner=init_inner)
     outs.append(g["w"])
   np.testing.assert_allclose(outs[0], outs[2], rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(outs[1], outs[2], rtol=1e-5, atol=1e-7)
@@ -222,3 +223,172 @@ def test_infinite_horizon_never_resets():
 def test_bad_inputs(call, arg):
   with pytest.raises(ValueError, match=arg):
     call()
+
+
+# ------------------------------------------------------------ influence balancing
+# PES paper section 5.1 (Tallec & Ollivier 2017): s <- A s + theta * signs, one
+# step per window, window loss (s_0 - 1)^2 / 2. At steady state the loss is
+# (theta c - 1)^2 / 2 with c = [(I - A)^-1 signs]_0 = -6, so the optimum is
+# theta = -1/6 and the gradient at theta = 0.5 is (0.5 c - 1) c = +24; TBPTT
+# sees only the last step's theta * signs_0 and gets (s_0 - 1) * 1 = -4 there.
+N_IB = 23
+A_IB = 0.5 * jnp.eye(N_IB) + 0.5 * jnp.eye(N_IB, k=1)
+SIGNS_IB = jnp.where(jnp.arange(N_IB) < 10, 1.0, -1.0)
+THETA_IB = {"theta": jnp.array([0.5])}
+
+
+def ib_unroll(params, inner, key, window):
+  del key, window
+  s = A_IB @ inner["s"] + params["theta"][0] * SIGNS_IB
+  return 0.5 * (s[0] - 1.0) ** 2, {"s": s}
+
+
+def ib_init(key):
+  del key
+  return {"s": jnp.ones(N_IB)}
+
+
+def ib_steady_state(theta):
+  """The inner state after the transient (what a particle reaches)."""
+  return jnp.linalg.solve(jnp.eye(N_IB) - A_IB, theta * SIGNS_IB)
+
+
+def test_influence_balancing_constants():
+  c = float(ib_steady_state(1.0)[0])
+  np.testing.assert_allclose(c, -6.0, rtol=1e-5)
+  exact = jax.grad(lambda t: 0.5 * (ib_steady_state(t)[0] - 1.0) ** 2)(0.5)
+  np.testing.assert_allclose(exact, 24.0, rtol=1e-5)
+  state = estimators.init_state(estimators.truncated_backprop, ib_init, jax.random.PRNGKey(0),
+                                num_particles=1, params=THETA_IB)
+  state = state._replace(inner={"s": ib_steady_state(0.5)[None]})
+  g, _ = estimators.truncated_backprop(ib_unroll, THETA_IB, state, jax.random.PRNGKey(0))
+  np.testing.assert_allclose(g["theta"], [-4.0], rtol=1e-5)     # the wrong sign
+
+
+def reference_truncated_es(params, s, key, sigma, pairs):
+  """The PES paper's Algorithm 1 written out (antithetic): every pair's +- unroll
+  starts from the one state s, which then advances with the unperturbed theta."""
+  _, k = jax.random.split(key)
+  theta = params["theta"]
+  grads = []
+  for u in range(pairs):
+    z = jax.random.normal(jax.random.fold_in(k, u), theta.shape)
+    lp, _ = ib_unroll({"theta": theta + sigma * z}, {"s": s[u]}, None, 0)
+    lm, _ = ib_unroll({"theta": theta - sigma * z}, {"s": s[u]}, None, 0)
+    grads.append((lp - lm) / (2 * sigma) * z)
+  new_s = jnp.stack([ib_unroll(params, {"s": s[u]}, None, 0)[1]["s"] for u in range(pairs)])
+  return jnp.mean(jnp.stack(grads), 0), new_s
+
+
+def test_truncated_es_is_algorithm_1_of_the_pes_paper():
+  pairs, sigma = 3, 0.01
+  state = estimators.init_state(estimators.truncated_es, ib_init, jax.random.PRNGKey(0),
+                                num_particles=2 * pairs, params=THETA_IB)
+  s = jnp.ones((pairs, N_IB))
+  assert state.inner["s"].shape == (pairs, N_IB)              # one state per pair
+  for w in range(6):
+    key = jax.random.PRNGKey(100 + w)
+    g, state = estimators.truncated_es(ib_unroll, THETA_IB, state, key, sigma=sigma)
+    ref, s = reference_truncated_es(THETA_IB, s, key, sigma, pairs)
+    np.testing.assert_allclose(g["theta"], ref, rtol=2e-4, atol=1e-5)
+    np.testing.assert_allclose(state.inner["s"], s, rtol=1e-6, atol=1e-6)
+
+
+def test_truncated_es_variance_is_that_of_one_window():
+  # One pair, at steady state after 200 windows, over 400 keys. The defect this
+  # guards against (members unrolling from, and keeping, their own perturbed
+  # states) had a per-pair variance ~15x the reference's at sigma = 0.01.
+  sigma, reps = 0.01, 400
+
+  def estimate(key, carry):
+    state = estimators.init_state(estimators.truncated_es, ib_init, jax.random.PRNGKey(0),
+                                  num_particles=2, params=THETA_IB)
+    def body(state, k):
+      g, state = estimators.truncated_es(ib_unroll, THETA_IB, state, k, sigma=sigma, carry=carry)
+      return state, g["theta"][0]
+    _, gs = jax.lax.scan(body, state, jax.random.split(key, 200))
+    return gs[-1]
+
+  def reference(key):
+    s = ib_steady_state(0.5)[None]
+    return reference_truncated_es(THETA_IB, s, key, sigma, 1)[0][0]
+
+  keys = jax.random.split(jax.random.PRNGKey(7), reps)
+  ref = np.asarray(jax.jit(jax.vmap(reference))(keys))
+  for carry in ("unperturbed", "positive"):
+    ours = np.asarray(jax.jit(jax.vmap(lambda k: estimate(k, carry)))(keys))
+    # Both are a one-window ES estimate at (nearly) the same state: a variance
+    # ratio of independent samples within an F(399, 399) band (p ~ 1e-4 each side).
+    ratio = ours.var(ddof=1) / ref.var(ddof=1)
+    assert 0.7 < ratio < 1.45, (carry, ratio, ours.var(), ref.var())
+    # ... and the mean is TBPTT's -4 at steady state, not the true +24.
+    se = ours.std(ddof=1) / np.sqrt(reps)
+    assert abs(ours.mean() - (-4.0)) < 4 * se + 0.05, (carry, ours.mean(), se)
+
+
+def test_influence_balancing_signs_against_the_exact_gradient():
+  # At theta = 0.5, over a horizon of 200 one-step windows that starts at the
+  # steady state of theta = 0.5: the exact gradient of the horizon's summed
+  # loss is positive (~ +24 a window once theta's effect has propagated);
+  # TBPTT (-4 a window) and truncated ES (TBPTT's mean) point the wrong way,
+  # PES and NRES agree with it within their standard error.
+  horizon = 200
+  start = lambda key: {"s": ib_steady_state(0.5)}
+  exact = float(jax.grad(estimators.full_unroll(ib_unroll, start, jax.random.PRNGKey(0),
+                                                num_windows=horizon))(THETA_IB)["theta"][0])
+  assert exact > 10 * horizon, exact
+
+  def horizon_sum(name, key, sigma=0.01):
+    state = estimators.init_state(getattr(estimators, name), start, key, num_particles=8,
+                                  num_windows=horizon, params=THETA_IB)
+    est = getattr(estimators, name)
+    kw = {} if name == "truncated_backprop" else {"sigma": sigma}
+    def body(state, k):
+      g, state = est(ib_unroll, THETA_IB, state, k, init_inner=start, **kw)
+      return state, g["theta"][0]
+    _, gs = jax.lax.scan(body, state, jax.random.split(key, horizon))
+    return gs.sum()
+
+  keys = jax.random.split(jax.random.PRNGKey(11), 200)
+  for name, sign in (("truncated_backprop", -1), ("truncated_es", -1), ("pes", 1),
+                     ("noise_reuse_es", 1)):
+    sums = np.asarray(jax.jit(jax.vmap(lambda k: horizon_sum(name, k)))(keys))
+    mean, se = sums.mean(), sums.std(ddof=1) / np.sqrt(len(sums)) + 1e-6
+    assert np.sign(mean) == sign and abs(mean) > 4 * se, (name, mean, se, exact)
+    if name == "truncated_backprop":
+      np.testing.assert_allclose(mean, -4.0 * horizon, rtol=1e-4)
+    if sign > 0:       # unbiased for the horizon's gradient
+      assert abs(mean - exact) < 4 * se, (name, mean, se, exact)
+
+
+def test_stored_and_regenerated_pes_agree_under_stagger_from_the_first_call():
+  key = jax.random.PRNGKey(3)
+  states = {acc: estimators.init_state(estimators.pes, init_inner, key, num_particles=8,
+                                       num_windows=4, params=THETA, unroll=unroll, stagger=True,
+                                       accumulator=acc) for acc in ("store", "regenerate")}
+  np.testing.assert_array_equal(states["store"].perturbed_from, [0, 0, 1, 1, 2, 2, 3, 3])
+  step = jax.jit(lambda s, k: estimators.pes(unroll, THETA, s, k, sigma=0.05,
+                                             init_inner=init_inner))
+  for w in range(10):       # through every pair's first reset and beyond
+    k = jax.random.fold_in(key, w)
+    out = {acc: step(s, k) for acc, s in states.items()}
+    np.testing.assert_allclose(out["regenerate"][0]["w"], out["store"][0]["w"],
+                               rtol=1e-5, atol=1e-5, err_msg=f"call {w}")
+    states = {acc: o[1] for acc, o in out.items()}
+
+
+def test_a_finite_horizon_without_init_inner_is_refused_under_jit():
+  state = estimators.init_state(estimators.pes, init_inner, jax.random.PRNGKey(0),
+                                num_particles=2, num_windows=20, params=THETA)
+  with pytest.raises(ValueError, match="init_inner"):
+    jax.jit(lambda s: estimators.pes(unroll, THETA, s, jax.random.PRNGKey(0), sigma=0.1))(state)
+
+
+def test_all_non_finite_gives_nan_not_zero():
+  bad = lambda p, s, k, w: (jnp.nan * jnp.sum(p["w"]), s)
+  for name, est in UNROLLED.items():
+    state = estimators.init_state(getattr(estimators, name), init_inner, jax.random.PRNGKey(0),
+                                  num_particles=4, params=THETA)
+    g, state = est(bad, THETA, state, jax.random.PRNGKey(1))
+    assert np.all(np.isnan(g["w"])), name
+    assert np.all(np.isnan(state.loss)), name
