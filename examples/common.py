@@ -129,15 +129,22 @@ def check_out(args: argparse.Namespace) -> None:
   """Refuses to write over a previous run: an ``--out`` holding a run's files
   needs ``--resume`` (continue it) or ``--overwrite`` (its files are deleted)."""
   out = pathlib.Path(args.out)
-  found = [name for name in RUN_FILES if (out / name).exists()]
-  if not found or getattr(args, "resume", False):
+  # Process 0 decides (it alone writes), and every process of a multi-process
+  # run learns its decision, so they all stop together instead of one waiting
+  # for the others in a collective.
+  found = [name for name in RUN_FILES if (out / name).exists()] if is_main_process() else []
+  if getattr(args, "resume", False):
     return
-  if not getattr(args, "overwrite", False):
-    raise SystemExit(f"error: --out {out} already holds a run ({', '.join(found)}); pass "
-                     f"--resume to continue it, --overwrite to replace it, or another --out")
-  if is_main_process():
-    for name in found:
-      (out / name).unlink()
+  refuse = bool(found) and not getattr(args, "overwrite", False)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    refuse = bool(multihost_utils.broadcast_one_to_all(np.asarray(refuse)))
+  if refuse:
+    held = ", ".join(found) or "see process 0"
+    raise SystemExit(f"error: --out {out} already holds a run ({held}); pass --resume to "
+                     f"continue it, --overwrite to replace it, or another --out")
+  for name in found:
+    (out / name).unlink()
 
 
 def data_dir(args: argparse.Namespace) -> str:
