@@ -157,7 +157,8 @@ def prng_key(name: str, key: Any) -> None:
 
 
 def same_structure(name: str, tree: Any, other_name: str, other: Any) -> None:
-  """``tree`` and ``other`` must have the same tree structure, shapes and dtypes."""
+  """``tree`` and ``other`` must have the same tree structure and leaf shapes
+  (dtypes may differ: an adapted copy may be kept in another precision)."""
   describe = lambda t: jax.tree_util.tree_map(lambda x: f"{jnp.result_type(x)}{list(jnp.shape(x))}", t)
   if (jax.tree_util.tree_structure(tree) != jax.tree_util.tree_structure(other)
       or any(jnp.shape(a) != jnp.shape(b) for a, b in zip(jax.tree_util.tree_leaves(tree),

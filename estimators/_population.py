@@ -43,15 +43,15 @@ def num_shards(axis_name: str | None) -> int:
 
 
 def local_indices(num_members: int, axis_name: str | None, *, name: str = "population",
-                  given: int | None = None, per_unit: int = 1) -> Array:
+                  per_unit: int = 1) -> Array:
   """Global member indices handled by this device (all of them off-axis).
 
   ``num_members`` units (antithetic pairs count as one unit of ``per_unit``
   = 2 members) must split evenly; the error names the argument ``name`` and
-  the value the user passed (``given``), not the unit count."""
+  the value the user passed (``num_members * per_unit``), not the unit count."""
   shards = num_shards(axis_name)
   if num_members % shards:
-    given = num_members * per_unit if given is None else given
+    given = num_members * per_unit
     what = " +/- pairs" if per_unit == 2 else ""
     raise ValueError(
         f"`{name}` ({given}) must split into{what} evenly over the {shards} device(s) of axis "

@@ -205,13 +205,12 @@ def init_state(estimator, init_inner: Callable[[jax.Array], Any], key: jax.Array
   if layout.accumulator and accumulator == "regenerate" and num_windows is None:
     raise ValueError("`accumulator='regenerate'` needs a finite `num_windows`: its cost grows "
                      "with the windows since the last reset.")
-  if not callable(init_inner):
-    raise ValueError(f"`init_inner` must be a function key -> inner_state, got {init_inner!r}.")
+  _check_init_inner(init_inner)
   key = raw_key("key", key)
   if params is not None:
     _checks.float_pytree("params", params)
-  groups = group_ids = local_rows(num_particles, layout, axis_name)
-  episode_keys = jax.vmap(lambda g: _new_episode_key(key, g, 0))(groups)
+  group_ids = local_rows(num_particles, layout, axis_name)
+  episode_keys = jax.vmap(lambda g: _new_episode_key(key, g, 0))(group_ids)
   inner = jax.vmap(init_inner)(jax.vmap(lambda k: jax.random.fold_in(k, 2))(episode_keys))
   window = jnp.zeros(group_ids.shape, jnp.int32)
   if stagger:
@@ -271,11 +270,16 @@ def check_call(name: str, unroll: Callable, params: Any, state: Any, key: Any,
                      f"{state.num_windows}), so particles must start new inner problems when "
                      f"they reach it. Pass init_inner=..., or make the state with "
                      f"num_windows=None for an infinite horizon.")
-  if init_inner is not None and not callable(init_inner):
-    raise ValueError(f"`init_inner` must be a function key -> inner_state, got {init_inner!r}.")
+  if init_inner is not None:
+    _check_init_inner(init_inner)
   key = raw_key("key", key)
   _check_unroll(unroll, params, state)
   return key
+
+
+def _check_init_inner(init_inner) -> None:
+  if not callable(init_inner):
+    raise ValueError(f"`init_inner` must be a function key -> inner_state, got {init_inner!r}.")
 
 
 def _describe(sig) -> str:

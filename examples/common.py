@@ -42,6 +42,9 @@ def run_args(args: argparse.Namespace, run: str) -> argparse.Namespace:
   starts afresh (the others resume); ``--resume`` with no checkpoint in any run
   is still an error.
   """
+  # The runs' resumed wall times are collected in one list that the copies
+  # share with ``args`` (a shallow copy), so write_results(args) sees them all.
+  args.__dict__.setdefault("_prior_walls", [])
   out = copy.copy(args)
   out.out = str(pathlib.Path(args.out) / run)
   out.run_root = args.out
@@ -415,6 +418,7 @@ def train(args, *, state: Any, step_fn: Callable, name: str, data: Sequence[Any]
       raise SystemExit(f"error: --resume: the checkpoint is at step {start}, beyond --steps "
                        f"{args.steps}")
     say(f"[{name}] resumed from step {start} ({ckpt.path})")
+  args.__dict__.setdefault("_prior_walls", []).append(prior_wall_s)   # for write_results
   log.start(start, resume)
   # train_s: seconds spent in training steps so far (compiles included,
   # metric_every's evaluations not), carried over a resume by the log rows.
@@ -482,21 +486,24 @@ def provenance(module: str, argv: Sequence[str] | None) -> dict:
 
 
 def write_results(args, results: dict, *, started: float, module: str,
-                  argv: Sequence[str] | None, prior_wall_s: float = 0.0) -> pathlib.Path:
+                  argv: Sequence[str] | None) -> pathlib.Path:
   """``results.json``: flags, seed, provenance, wall time and the example's results.
 
   ``results`` holds the example's final metrics (``"results"``: label -> metrics,
   one label per table row or method, plus any other fields); ``started`` is the
   ``time.time()`` this process began, ``module``/``argv`` its command line.
-  ``prior_wall_s``: the wall time of earlier, resumed segments (the sum of
-  ``TrainResult.prior_wall_s`` over the example's runs), so ``wall_time_s`` is
-  the total over every resume (``wall_time_segment_s``: this process alone).
+  ``wall_time_s`` is the total over every resume: this process's time plus
+  the earlier segments of every run :func:`train` resumed for ``args`` (or
+  for its :func:`run_args` copies); ``wall_time_segment_s`` is this process
+  alone.
   ``python -m examples.report`` aggregates these files over seeds.
   """
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   path = out / "results.json"
-  record = {"flags": json.loads(json.dumps(vars(args), default=str)), "seed": args.seed,
+  flags = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+  prior_wall_s = sum(getattr(args, "_prior_walls", ()))
+  record = {"flags": json.loads(json.dumps(flags, default=str)), "seed": args.seed,
             **provenance(module, argv), "wall_time_s": prior_wall_s + time.time() - started,
             "wall_time_segment_s": time.time() - started, **results}
   if is_main_process():

@@ -216,8 +216,7 @@ def main(argv=None):
                                           "steps": result.steps,
                                           "test_curve": test_curve}},
              "parameters": parameters},
-      started=started, module="examples.es_protonet", argv=argv,
-      prior_wall_s=result.prior_wall_s)
+      started=started, module="examples.es_protonet", argv=argv)
   common.say(f"wrote {path}")
 
 

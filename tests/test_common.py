@@ -107,8 +107,13 @@ def test_wall_time_totals_every_resumed_segment(tmp_path, monkeypatch):
   rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert [(r["step"], r["train_s"]) for r in rows] == [(4, 10.0), (6, 20.0), (8, 30.0),
                                                        (12, 40.0)]
-  path = common.write_results(_args(tmp_path), {"results": {}}, started=common.time.time() - 5,
-                              module="x", argv=[], prior_wall_s=second.prior_wall_s)
+  resumed = _args(tmp_path, steps=12, resume=True)
+  third = common.train(resumed, state=jnp.ones(5), step_fn=_step, name="t")   # nothing left
+  assert third.prior_wall_s == 40.0
+  # write_results adds the resumed segments train() saw for these args.
+  path = common.write_results(resumed, {"results": {}}, started=common.time.time() - 5,
+                              module="x", argv=[])
   record = json.loads(path.read_text())
-  assert record["wall_time_s"] == pytest.approx(25.0, abs=1.0)
+  assert record["wall_time_s"] == pytest.approx(45.0, abs=1.0)
+  assert "_prior_walls" not in record["flags"]
   assert record["wall_time_segment_s"] == pytest.approx(5.0, abs=1.0)
