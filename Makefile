@@ -19,12 +19,12 @@ demo: $(VENV)/.installed
 
 # The unit and property tier (under 5 minutes on 2 cores): run it while iterating.
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -n 2 -m unit --durations=10 tests
+	$(PY) -m pytest -n 2 --maxschedchunk=2 -m unit --durations=10 tests
 
 # Everything (what CI runs): the unit tier, then the integration tier on XLA's
 # default CPU emitters (the ones users get; see tests/conftest.py).
 test: test-fast
-	METAGRAD_XLA_EMITTERS=default $(PY) -m pytest -n 2 -m integration --durations=10 tests
+	METAGRAD_XLA_EMITTERS=default $(PY) -m pytest -n 2 --maxschedchunk=2 -m integration --durations=10 tests
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.run_all --out benchmarks/results

@@ -7,6 +7,7 @@ import re
 import resource
 import subprocess
 import sys
+import textwrap
 import time
 from typing import Any, Callable
 
@@ -90,8 +91,19 @@ def same_program(f: Callable, g: Callable, *args) -> bool:
 
 
 def peak_rss_of(code: str) -> int:
-  """Peak resident memory (bytes) of a fresh Python process running ``code``."""
-  probe = code + "\nimport resource\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+  """Peak resident memory (bytes) of a fresh Python process running ``code``.
+
+  Linux's ``VmHWM`` (the new program's own high-water mark): ``ru_maxrss``
+  survives ``fork`` + ``exec`` and would report the parent's size whenever the
+  benchmark process itself is the larger one."""
+  probe = code + textwrap.dedent("""
+      import resource
+      try:
+          with open("/proc/self/status") as f:
+              kib = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+      except (OSError, StopIteration):
+          kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+      print(kib)""")
   out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
   return int(out.stdout.strip().splitlines()[-1]) * 1024
 

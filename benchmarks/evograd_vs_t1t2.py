@@ -70,7 +70,7 @@ def input_scaling_problem(width: int, batch: int = 128, base: int = 256):
   y = jax.random.randint(ky, (batch,), 0, 10)
   params = jax.jit(net.init)(jax.random.PRNGKey(1), xt)
   ce = lambda p, x: optax.softmax_cross_entropy_with_integer_labels(net.apply(p, x), y).mean()
-  return (lambda p, h: ce(p, xt * h)), (lambda p, h: ce(p, xv)), params, jnp.ones(784)
+  return (lambda p, h: ce(p, xt * h[None, :])), (lambda p, h: ce(p, xv)), params, jnp.ones(784)
 
 
 PROBLEMS = {"meta_weight_net": meta_weight_net_problem, "input_scaling_mlp": input_scaling_problem}

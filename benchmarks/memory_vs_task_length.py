@@ -3,10 +3,13 @@
 A conv4 MAML learner (5-way 1-shot Omniglot-sized episode, 28x28) adapted by
 T SGD steps; the meta-gradient w.r.t. the initialisation by backprop,
 backprop through ``adapt(checkpoint_every=sqrt T)`` (the same exact
-gradient), iMAML's implicit gradient (the proximal inner problem, 10 CG
+gradient), backprop through ``adapt(mixed_mode=True)`` (MixFlow-MG's
+forward-over-reverse inner-gradient derivatives, Kemaev et al. 2025,
+arXiv:2505.00793; again the same gradient), both together, iMAML's implicit gradient (the proximal inner problem, 10 CG
 iterations; exact at the inner optimum), forward_mode, es_wsr (P = 64) and
-finite_difference. Compiled peak temporary bytes for every T; peak process
-RSS of one real backprop / es_wsr call.
+finite_difference. Compiled peak temporary bytes for every T; the median
+time of one meta-gradient for the four exact reverse-mode variants (measured
+in turns); peak process RSS of one real backprop / es_wsr call.
 """
 
 from __future__ import annotations
@@ -33,13 +36,13 @@ def _episode_losses(channels: int, size: int, num_blocks: int):
 
 
 def problem(channels: int, steps: int, size: int = 28, checkpoint_every: int | None = None,
-            num_blocks: int = 4):
+            num_blocks: int = 4, mixed_mode: bool = False):
   support, query, net, ep = _episode_losses(channels, size, num_blocks)
   params = jax.jit(net.init)(jax.random.PRNGKey(2), ep.support_x)
 
   def meta_loss(theta):
     adapted = models.adapt(support, theta, models.sgd(0.1), {}, steps=steps,
-                           checkpoint_every=checkpoint_every).params
+                           checkpoint_every=checkpoint_every, mixed_mode=mixed_mode).params
     return query(adapted)
   return meta_loss, params
 
@@ -64,8 +67,12 @@ ESTIMATORS = {
     "finite_difference": functools.partial(estimators.finite_difference, chunk_size=64),
 }
 
-COLUMNS = ("backprop", "backprop_checkpointed", "imaml", "forward_mode", "es_wsr",
-           "finite_difference")
+COLUMNS = ("backprop", "backprop_checkpointed", "mixed", "mixed_checkpointed", "imaml",
+           "forward_mode", "es_wsr", "finite_difference")
+# The four ways to the same exact meta-gradient by reverse mode: (checkpoint
+# every sqrt T?, mixed mode?).
+EXACT = {"backprop": (False, False), "backprop_checkpointed": (True, False),
+         "mixed": (False, True), "mixed_checkpointed": (True, True)}
 
 RSS_CODE = textwrap.dedent("""
     import jax
@@ -83,38 +90,83 @@ def run(quick: bool = False) -> dict:
   channels, size, blocks = (4, 16, 1) if quick else (16, 28, 4)
   lengths = (1, 10) if quick else (1, 10, 100, 1000)
   rss_names = () if quick else ("backprop", "es_wsr")
-  rows, data = [], {}
+  rows, time_rows, data = [], [], {}
   for steps in lengths:
     loss, params = problem(channels, steps, size, num_blocks=blocks)
     dim = sum(x.size for x in jax.tree_util.tree_leaves(params))
+    key = jax.random.PRNGKey(0)
     # Quick mode (tests) skips the slow-to-compile forward_mode / FD programs.
-    names = ESTIMATORS if not quick else ("backprop", "es_wsr")
-    entry = {name: common.temp_bytes(lambda p, k, e=ESTIMATORS[name]: e(loss, p, k), params,
-                                     jax.random.PRNGKey(0))
+    names = ("es_wsr",) if quick else ("forward_mode", "es_wsr", "finite_difference")
+    entry = {name: common.temp_bytes(lambda p, k, e=ESTIMATORS[name]: e(loss, p, k), params, key)
              for name in names}
-    # The same exact meta-gradient with sqrt(T) checkpoints, and iMAML's.
+    # The same exact meta-gradient four ways (sqrt(T) checkpoints, mixed
+    # mode), timed in turns, and iMAML's.
     every = max(1, math.isqrt(steps))
-    ckpt_loss, _ = problem(channels, steps, size, checkpoint_every=every, num_blocks=blocks)
-    entry["backprop_checkpointed"] = common.temp_bytes(
-        lambda p, k: estimators.backprop(ckpt_loss, p, k), params, jax.random.PRNGKey(0))
+    exact = {}
+    for name, (checkpointed, mixed) in EXACT.items():
+      meta_loss, _ = problem(channels, steps, size, num_blocks=blocks, mixed_mode=mixed,
+                             checkpoint_every=every if checkpointed else None)
+      exact[name] = lambda p, k, m=meta_loss: estimators.backprop(m, p, k)
+    repeats = 1 if steps >= 1000 else 3
+    timed = common.measure_interleaved(exact, params, key, repeats=repeats)
+    entry["calls_timed"] = repeats
+    for name, t in timed.items():
+      entry[name] = t["temp_bytes"]
+      entry[f"{name}_time_s"] = t["median_s"]
     entry["imaml"] = common.temp_bytes(imaml_gradient(channels, steps, size, num_blocks=blocks),
-                                       params, jax.random.PRNGKey(0))
+                                       params, key)
     for name in rss_names:
       entry[f"{name}_rss"] = common.peak_rss_of(RSS_CODE.format(channels=channels, steps=steps,
                                                                 name=name))
-    entry["backprop_over_es_wsr"] = entry["backprop"] / entry["es_wsr"]
-    entry["backprop_over_checkpointed"] = entry["backprop"] / entry["backprop_checkpointed"]
-    entry["backprop_over_imaml"] = entry["backprop"] / entry["imaml"]
     data[steps] = entry
+    print(f"T={steps}: " + ", ".join(f"{k} {v:.4g}" for k, v in entry.items()), flush=True)
+  return {"parameters": dim, "channels": channels, "num_blocks": blocks, "by_T": data,
+          "markdown": markdown(data)}
+
+
+def markdown(data: dict) -> str:
+  """The memory table and the time table of ``run``'s ``by_T``."""
+  rows, time_rows = [], []
+  for steps, entry in sorted(data.items(), key=lambda kv: int(kv[0])):
+    ratio = lambda n: entry["backprop"] / entry[n]
     rows.append([steps] + [common.mib(entry[n]) if n in entry else "-" for n in COLUMNS]
-                + [f"{entry['backprop_over_checkpointed']:.1f}",
-                   f"{entry['backprop_over_imaml']:.1f}", f"{entry['backprop_over_es_wsr']:.2f}"]
+                + [f"{ratio(n):.1f}" for n in ("backprop_checkpointed", "mixed",
+                                               "mixed_checkpointed", "imaml")]
+                + [f"{ratio('es_wsr'):.2f}"]
                 + [common.mib(entry[f"{n}_rss"]) if f"{n}_rss" in entry else "-"
                    for n in ("backprop", "es_wsr")])
-    print(f"T={steps}: " + ", ".join(f"{k} {v:.4g}" for k, v in entry.items()), flush=True)
+    time_rows.append([steps] + [f"{entry[f'{n}_time_s'] * 1e3:.0f}" for n in EXACT]
+                     + [f"{entry[f'{n}_time_s'] / entry['backprop_time_s']:.2f}"
+                        for n in list(EXACT)[1:]] + [entry.get("calls_timed", "-")])
   table = common.markdown_table(
-      ["T"] + [f"{n} temp MiB" for n in COLUMNS] + ["backprop / checkpointed",
-                                                    "backprop / imaml", "backprop / es_wsr",
-                                                       "backprop RSS MiB", "es_wsr RSS MiB"], rows)
-  return {"parameters": dim, "channels": channels, "num_blocks": blocks, "by_T": data,
-          "markdown": table}
+      ["T"] + [f"{n} temp MiB" for n in COLUMNS]
+      + [f"backprop / {n}" for n in ("checkpointed", "mixed", "mixed_checkpointed", "imaml",
+                                     "es_wsr")]
+      + ["backprop RSS MiB", "es_wsr RSS MiB"], rows)
+  times = common.markdown_table(
+      ["T"] + [f"{n} ms" for n in EXACT] + [f"{n} / backprop" for n in list(EXACT)[1:]]
+      + ["calls timed"], time_rows)
+  return (table + "\n\nTime of one exact meta-gradient (median; checkpoints every sqrt(T) "
+          "steps):\n\n" + times)
+
+
+def remeasure_rss(path: str) -> None:
+  """Re-measures only the peak-RSS columns of a full-size run in ``path``
+  (``results.json``) and re-renders its tables."""
+  import json
+  results = json.loads(open(path).read())
+  entry = results["1. Meta-gradient memory vs task length"]
+  for steps, row in entry["by_T"].items():
+    row.setdefault("calls_timed", 1 if int(steps) >= 1000 else 3)   # what run() timed
+    for name in ("backprop", "es_wsr"):
+      row[f"{name}_rss"] = common.peak_rss_of(RSS_CODE.format(
+          channels=entry["channels"], steps=int(steps), name=name))
+    print(f"T={steps}: backprop {row['backprop_rss'] / 2**20:.1f} MiB, "
+          f"es_wsr {row['es_wsr_rss'] / 2**20:.1f} MiB", flush=True)
+  entry["markdown"] = markdown(entry["by_T"])
+  open(path, "w").write(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+  import sys
+  remeasure_rss(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/results.json")

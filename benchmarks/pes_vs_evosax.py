@@ -91,10 +91,11 @@ def evosax_runner(name: str, generations: int):
     state, xs = carry
     key_ask, key_tell = jax.random.split(key)
     xs = jnp.where(state.inner_step_counter == 0, x_init, xs)   # the notebook's reset
-    population, state = strategy.ask(key_ask, state, params)
-    fitness, xs = jax.vmap(window_loss, in_axes=(0, 0, None, None))(
-        xs, population, state.inner_step_counter, K)
-    state, _ = strategy.tell(key_tell, population, fitness, state, params)
+    with jax.numpy_rank_promotion("allow"):    # evosax's own broadcasting (see vs_evosax)
+      population, state = strategy.ask(key_ask, state, params)
+      fitness, xs = jax.vmap(window_loss, in_axes=(0, 0, None, None))(
+          xs, population, state.inner_step_counter, K)
+      state, _ = strategy.tell(key_tell, population, fitness, state, params)
     return (state, xs), None
 
   @jax.jit

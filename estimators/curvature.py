@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import eigh_tridiagonal
 
-from . import _checks, _tree
+from . import _autodiff, _checks, _tree
 
 
 class Extremes(NamedTuple):
@@ -34,6 +34,7 @@ class Extremes(NamedTuple):
   highest: jax.Array
 
 
+@_autodiff.traces_forward_mode
 def hessian_extreme_eigenvalues(loss_fn: Callable[[Any], jax.Array], params: Any,
                                 key: jax.Array, *, num_iterations: int = 80) -> Extremes:
   """Lowest and highest eigenvalue of ``grad^2 loss_fn(params)``, by Lanczos.

@@ -67,7 +67,7 @@ def _random_signs(key: jax.Array, shape) -> jax.Array:
   """Independent fair +-1 entries: bit ``b`` of word ``i`` gives entry ``32 i + b``."""
   size = math.prod(shape)
   words = jax.random.bits(key, (-(-size // 32),), jnp.uint32)
-  bits = (words[:, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+  bits = (words[:, None] >> jnp.arange(32, dtype=jnp.uint32)[None, :]) & 1
   return (2.0 * bits.reshape(-1)[:size].astype(jnp.float32) - 1.0).reshape(shape)
 
 

@@ -11,9 +11,10 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from . import _checks, _population, _tree
+from . import _autodiff, _checks, _population, _tree
 
 
+@_autodiff.traces_forward_mode
 def forward_gradient(loss_fn: Callable[[Any], Any], params: Any,
                      key: jax.Array, *, num_directions: int = 1,
                      chunk_size: int | str | None = "auto",

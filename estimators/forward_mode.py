@@ -6,9 +6,10 @@ from typing import Any, Callable
 
 import jax
 
-from . import _checks, _population, _tree
+from . import _autodiff, _checks, _population, _tree
 
 
+@_autodiff.traces_forward_mode
 def forward_mode(loss_fn: Callable[[Any], Any], params: Any,
                  key: jax.Array | None = None, *,
                  chunk_size: int | str | None = "auto",

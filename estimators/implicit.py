@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.sparse.linalg import cg
 
-from . import _checks
+from . import _autodiff, _checks
 from .evograd import _check_bilevel
 
 SOLVERS = ("cg", "neumann")
@@ -53,6 +53,7 @@ def _neumann(matvec: Callable, b: Any, *, num_iterations: int, step: float) -> A
   return _tree_scale(step, total)
 
 
+@_autodiff.traces_forward_mode
 def implicit(train_loss: Callable[[Any, Any], jax.Array],
              val_loss: Callable[[Any, Any], Any], params: Any, hparams: Any,
              key: jax.Array | None = None, *, solver: str = "cg", num_iterations: int = 20,
@@ -131,6 +132,7 @@ def proximal(loss_fn: Callable[[Any], jax.Array], anchor: Any, *, reg: float) ->
   return objective
 
 
+@_autodiff.traces_forward_mode
 def imaml(support_loss: Callable[[Any], jax.Array], query_loss: Callable[[Any], Any],
           adapted: Any, meta_params: Any, key: jax.Array | None = None, *, reg: float,
           **solver_kwargs) -> Any:

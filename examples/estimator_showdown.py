@@ -45,7 +45,8 @@ from examples import common
 from metagrad import estimators, models, tasks
 
 
-def maml_objective(inner_steps: int, meta_batch: int, key, checkpoint_every=None):
+def maml_objective(inner_steps: int, meta_batch: int, key, checkpoint_every=None,
+                   mixed_mode=False):
   net = models.mlp()
   batch = jax.jit(lambda k: tasks.sample_sine_tasks(k, num=meta_batch, shot=5, query=10))(key)
   params = jax.jit(net.init)(jax.random.PRNGKey(1), batch.support_x[0])
@@ -55,7 +56,7 @@ def maml_objective(inner_steps: int, meta_batch: int, key, checkpoint_every=None
     def one(task):
       adapted = models.adapt(lambda p: mse(p, task.support_x, task.support_y), theta,
                              models.sgd(0.01), {}, steps=inner_steps,
-                             checkpoint_every=checkpoint_every).params
+                             checkpoint_every=checkpoint_every, mixed_mode=mixed_mode).params
       return mse(adapted, task.query_x, task.query_y)
     return jnp.mean(jax.vmap(one)(batch))
 
@@ -200,9 +201,11 @@ def length_panel(lengths, meta_batch, population, repeats, forward_mode_max) -> 
     loss, params, imaml = maml_objective(steps, meta_batch, key)
     ckpt_loss, _, _ = maml_objective(steps, meta_batch, key,
                                      checkpoint_every=max(1, math.isqrt(steps)))
+    mixed_loss, _, _ = maml_objective(steps, meta_batch, key, mixed_mode=True)
     fns = {
         "backprop": lambda p, k: flat(estimators.backprop(loss, p, k)),
         "backprop, sqrt(T) checkpoints": lambda p, k: flat(estimators.backprop(ckpt_loss, p, k)),
+        "backprop, mixed mode": lambda p, k: flat(estimators.backprop(mixed_loss, p, k)),
         "iMAML (implicit, 10 CG)": lambda p, k: flat(imaml(p, k)),
         f"es_wsr (P = {population})": lambda p, k: flat(estimators.es_wsr(
             loss, p, k, population=population)),
@@ -381,6 +384,7 @@ def main(argv=None):
   summary = (f"backprop needs more memory than es_wsr from T = {cross} on; at T = {longest}: "
              f"backprop {panel[longest]['backprop']['temp_bytes'] / 2**20:.1f} MiB, "
              f"checkpointed {panel[longest]['backprop, sqrt(T) checkpoints']['temp_bytes'] / 2**20:.1f}"
+             f" MiB, mixed mode {panel[longest]['backprop, mixed mode']['temp_bytes'] / 2**20:.1f}"
              f" MiB, iMAML {panel[longest]['iMAML (implicit, 10 CG)']['temp_bytes'] / 2**20:.1f} "
              f"MiB, es_wsr {panel[longest][es_name]['temp_bytes'] / 2**20:.1f} MiB"
              if cross else "backprop's memory stays below es_wsr's for these lengths")

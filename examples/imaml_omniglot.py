@@ -13,10 +13,12 @@ Adam; the report adds each method's compiled meta-gradient memory (XLA
 ``memory_analysis``) and time per meta-step.
 
     python -m examples.imaml_omniglot --method imaml
+    python -m examples.imaml_omniglot --method maml --mixed_mode
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import time
 
@@ -55,6 +57,10 @@ def main(argv=None):
   parser.add_argument("--damping", type=float, default=2.5,
                       help="iMAML: CG solves (H_S + (reg + damping) I) v = reg g, positive "
                            "definite once reg + damping > -lambda_min(H_S)")
+  parser.add_argument("--mixed_mode", action=argparse.BooleanOptionalAction, default=False,
+                      help="MAML: the inner loop's second-order terms by forward-over-reverse "
+                           "(models.adapt(mixed_mode=True); the same meta-gradient, about one "
+                           "parameter vector of memory per inner step)")
   parser.add_argument("--meta_lr", type=float, default=1e-3)
   parser.add_argument("--meta_batch", type=int, default=8)
   common.add_conv_flags(parser)
@@ -92,7 +98,8 @@ def main(argv=None):
 
   def adapt(theta, episode):
     return models.adapt(inner_objective(theta, episode), theta, models.sgd(args.inner_lr), {},
-                        steps=args.inner_steps, first_order=args.method == "fomaml").params
+                        steps=args.inner_steps, first_order=args.method == "fomaml",
+                        mixed_mode=args.mixed_mode).params
 
   def task_gradient(theta, episode):
     """One task's meta-gradient and (query loss, query accuracy) after adaptation."""

@@ -561,8 +561,11 @@ def imaml(records: list[dict]) -> str:
             f"{Stat(x['meta_gradient_time_s'] for x in res).mean * 1e3:.0f}", len(res)]
 
   runs = under(records, "imaml")
-  rows = [row(m, res) for m in ("maml", "fomaml")
-          if (res := [r["results"][m] for r in runs if m in r["results"]])]
+  # MAML rows by how reverse mode differentiates the inner loop (--mixed_mode).
+  rows = [row(m + (", mixed mode" if mixed else ""), res) for m in ("maml", "fomaml")
+          for mixed in (False, True)
+          if (res := [r["results"][m] for r in runs if m in r["results"]
+                      and r["flags"].get("mixed_mode", False) == mixed])]
   # iMAML grouped by CG damping (runs before the flag existed had none).
   imaml_runs = [r for r in runs if "imaml" in r["results"]]
   for damping in sorted({r["flags"].get("damping", 0.0) for r in imaml_runs}):

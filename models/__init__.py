@@ -3,6 +3,7 @@ the inner loop of optimisation-based meta-learning and its update rules."""
 
 from . import protonet
 from .conv4 import BatchStatNorm, conv4
+from ._optax_rule import optax_rule
 from .inner_loop import AdaptResult, UpdateRule, adapt, meta_sgd, sgd
 from .kronecker import cfc, kfc, klin, meta_curvature
 from .meta_lstm import gradient_descent_params, meta_lstm
@@ -12,6 +13,6 @@ from .turtle import turtle
 __all__ = [
     "AdaptResult", "BatchStatNorm", "UpdateRule", "adapt", "cfc", "conv4",
     "gradient_descent_params", "kfc", "klin", "lenet", "linear_network",
-    "logistic_regression", "meta_curvature", "meta_lstm", "meta_sgd", "mlp",
+    "logistic_regression", "meta_curvature", "meta_lstm", "meta_sgd", "mlp", "optax_rule",
     "protonet", "sgd", "turtle",
 ]

@@ -58,7 +58,9 @@ class BatchStatNorm(hk.Module):
     axes = tuple(range(x.ndim - 1))
     mean = jnp.mean(x, axes, keepdims=True)
     var = jnp.var(x, axes, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + self.eps) * scale + offset
+    per_channel = (1,) * (x.ndim - 1) + (channels,)     # explicit broadcast (rank promotion)
+    return ((x - mean) * jax.lax.rsqrt(var + self.eps) * scale.reshape(per_channel)
+            + offset.reshape(per_channel))
 
 
 def conv4(*, channels: int = 64, num_blocks: int = 4, num_classes: int | None = None,

@@ -15,7 +15,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from metagrad.estimators import _checks
+from metagrad.estimators import _autodiff, _checks
 
 Params = Any
 
@@ -45,14 +45,16 @@ class AdaptResult(NamedTuple):
   state: Any                # the rule's final inner state
 
 
-class _FirstOrderLoss:
-  """The support loss as first-order rules see it: derivatives a rule takes of
-  it (:func:`support_gradient`) are constants to the meta-gradient."""
+class _SupportLoss:
+  """The support loss as rules see it, carrying how ``adapt`` differentiates:
+  under ``first_order`` derivatives a rule takes of it
+  (:func:`support_gradient`) are constants to the meta-gradient; under
+  ``mixed_mode`` their own derivatives are taken forward-over-reverse."""
 
-  first_order = True
-
-  def __init__(self, fn):
+  def __init__(self, fn, first_order: bool, mixed_mode: bool):
     self.fn = fn
+    self.first_order = first_order
+    self.mixed_mode = mixed_mode
 
   def __call__(self, params):
     return self.fn(params)
@@ -61,11 +63,14 @@ class _FirstOrderLoss:
 def support_gradient(fn: Callable[[Any], jax.Array], x: Any, loss_fn: Callable) -> Any:
   """``jax.grad(fn)(x)`` for a rule that differentiates (a function of) the
   support loss ``loss_fn``; under ``adapt(..., first_order=True)`` the result
-  is ``stop_gradient``-ed, like the inner gradients and losses."""
-  grads = jax.grad(fn)(x)
+  is ``stop_gradient``-ed, like the inner gradients and losses, and under
+  ``adapt(..., mixed_mode=True)`` its derivative is forward-over-reverse, like
+  theirs."""
   if getattr(loss_fn, "first_order", False):
-    grads = jax.lax.stop_gradient(grads)
-  return grads
+    return jax.lax.stop_gradient(jax.grad(fn)(x))
+  if getattr(loss_fn, "mixed_mode", False):
+    return _autodiff.mixed_value_and_grad(fn)(x)[1]
+  return jax.grad(fn)(x)
 
 
 def _check_rule(rule: Any) -> None:
@@ -76,7 +81,7 @@ def _check_rule(rule: Any) -> None:
 
 def adapt(loss_fn: Callable[[Params], jax.Array], params: Params, rule: UpdateRule,
           rule_params: Params, *, steps: int, first_order: bool = False,
-          checkpoint_every: int | None = None) -> AdaptResult:
+          checkpoint_every: int | None = None, mixed_mode: bool = False) -> AdaptResult:
   """Runs ``steps`` updates ``theta_{t+1} = rule(theta_t, grad L(theta_t))``.
 
   Args:
@@ -99,9 +104,46 @@ def adapt(loss_fn: Callable[[Params], jax.Array], params: Params, rule: UpdateRu
       (``jax.checkpoint``) when differentiating: O(T/k + k) states instead of
       O(T), for about one extra forward pass. ``k ~ sqrt(T)`` minimises memory.
       Values and gradients are unchanged (up to float rounding).
+    mixed_mode: ``False`` (default) lets reverse mode differentiate each inner
+      gradient ``g_t = grad L(theta_t)`` the usual way (reverse-over-reverse),
+      storing the residuals of its forward *and* backward pass for every
+      step. ``True`` computes the meta-gradient's pull-back through each
+      ``g_t`` by forward-over-reverse (MixFlow-MG, Kemaev et al. 2025,
+      Algorithm 2): ``v -> H_t v`` by one ``jax.jvp`` of ``jax.grad`` (the
+      Hessian is symmetric), so each step keeps only its input ``theta_t``
+      and recomputes the rest; with ``checkpoint_every`` only every k-th
+      state is kept. The meta-gradient is the same (up to float rounding);
+      compiled memory per step drops to about one parameter vector plus
+      what the rule itself keeps (its own network's activations for
+      learned rules). Derivatives a rule takes of the support loss through
+      :func:`support_gradient` are treated alike. Estimators that push
+      tangents instead (``forward_mode``, ``forward_gradient``, the
+      Hessian-vector products of ``implicit``/``imaml``) get the plain
+      gradient (a custom VJP has no JVP; same values); ES and finite
+      differences only evaluate. With ``first_order=True`` there is no
+      second-order term left and it changes nothing. A ``jax.jvp`` of your
+      own through a ``mixed_mode`` objective raises JAX's "can't apply
+      forward-mode autodiff (jvp) to a custom_vjp function": use
+      ``mixed_mode=False`` there. The choice is made when the objective is
+      traced, so an objective you ``jax.jit`` yourself and hand to both kinds
+      of estimator keeps its first trace's choice.
+
+  Inside ``shard_map``, ``params`` replicated over an axis that the support
+  loss varies over (each device's own tasks) are cast to vary over it first:
+  ``jax.grad`` of a device-varying loss with respect to a replicated value is
+  the sum over devices, which would adapt every task on all devices'
+  gradients. The meta-gradient with respect to replicated ``params`` is then
+  the sum of the devices' meta-gradients, as for any replicated input.
 
   Returns:
     :class:`AdaptResult` with theta_T and the per-step inner losses.
+
+  References:
+    Kemaev, Calian, Zintgraf, Farquhar & van Hasselt (2025), "Scalable
+    Meta-Learning via Mixed-Mode Differentiation" (MixFlow-MG),
+    arXiv:2505.00793 (``mixed_mode``). Chen, Xu, Zhang & Guestrin (2016),
+    "Training Deep Nets with Sublinear Memory Cost", arXiv:1604.06174
+    (``checkpoint_every``).
   """
   steps = _checks.integer("steps", steps, minimum=0)
   first_order = _checks.boolean("first_order", first_order)
@@ -110,8 +152,11 @@ def adapt(loss_fn: Callable[[Params], jax.Array], params: Params, rule: UpdateRu
   support = _checks.scalar_loss("loss_fn", loss_fn, params)
   if checkpoint_every is not None:
     checkpoint_every = _checks.integer("checkpoint_every", checkpoint_every, minimum=1)
-  rule_loss = _FirstOrderLoss(support) if first_order else support
-  value_and_grad = jax.value_and_grad(support)
+  # With first_order there are no second-order terms left to compute.
+  mixed_mode = _checks.boolean("mixed_mode", mixed_mode) and not first_order
+  rule_loss = _SupportLoss(support, first_order, mixed_mode)
+  value_and_grad = (_autodiff.mixed_value_and_grad(support) if mixed_mode
+                    else jax.value_and_grad(support))
 
   def step(carry, t):
     theta, state = carry
@@ -121,7 +166,11 @@ def adapt(loss_fn: Callable[[Params], jax.Array], params: Params, rule: UpdateRu
     theta, state = rule.update(rule_params, state, theta, grads, loss, t, rule_loss)
     return (theta, state), loss
 
-  state = rule.init_state(rule_params, params)
+  # Inside shard_map, replicated theta_0 (and rule state) would otherwise get
+  # inner gradients summed over the devices' tasks (see varying_like).
+  loss_type = jax.eval_shape(support, params)
+  params = _autodiff.varying_like(params, loss_type)
+  state = _autodiff.varying_like(rule.init_state(rule_params, params), loss_type)
   carry = (params, state)
   if checkpoint_every is None or checkpoint_every >= steps:
     carry, losses = jax.lax.scan(step, carry, jnp.arange(steps))

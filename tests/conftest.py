@@ -19,6 +19,10 @@ if ("xla_cpu_use_fusion_emitters" not in _flags
     and os.environ.get("METAGRAD_XLA_EMITTERS", "") != "default"):
   _flags += " --xla_cpu_use_fusion_emitters=false"
 os.environ["XLA_FLAGS"] = _flags.strip()
+# Strict: implicit rank promotion (adding a [C] vector to an [N, H, W, C]
+# array without saying how) raises in the library, the examples and the tests
+# alike; environment variables, so the example subprocesses inherit it.
+os.environ.setdefault("JAX_NUMPY_RANK_PROMOTION", "raise")
 _shared_tfds = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "tfds"
 os.environ.setdefault("TFDS_DATA_DIR", str(_shared_tfds))
 # Most of the suite's time is XLA compiling: the examples' kill-and-resume
@@ -67,9 +71,48 @@ INTEGRATION_FILES = frozenset({
     "test_examples.py", "test_readme.py", "test_benchmarks.py", "test_multiprocess.py",
     "test_omniglot.py", "test_defaults.py", "test_evograd_toy.py",
 })
+# ... and single tests of unit files that train a model end to end.
+INTEGRATION_TESTS = frozenset({
+    "test_kronecker.py::test_kfc_and_cfc_run_and_learnable",
+    "test_protonet.py::test_protonet_trained_by_backprop_beats_chance",
+})
+# Tests that take 30 s or more on 2 cores (measured, `--durations`), started
+# first: xdist hands tests out in collection order, and a long test that
+# starts last leaves the other worker idle at the end (longest first is the
+# classic schedule for this). Longest first within this list.
+SLOW_FIRST = (
+    "test_multiprocess.py::test_es_protonet_trains_the_same_on_two_processes",
+    "test_examples.py::test_resume_of_a_multi_run_example_starts_the_runs_that_had_not_started",
+    "test_benchmarks.py::test_benchmark_quick[6]",
+    "test_examples.py::test_smoke[estimator_showdown]",
+    "test_benchmarks.py::test_benchmark_quick[7]",
+    "test_benchmarks.py::test_benchmark_quick[4]",
+    "test_examples.py::test_imaml_omniglot_smoke_reports_how_far_each_inner_loop_got[imaml]",
+    "test_examples.py::test_smoke[meta_optimizers]",
+    "test_examples.py::test_meta_optimizers_table2_smoke",
+    "test_examples.py::test_imaml_omniglot_smoke_reports_how_far_each_inner_loop_got[maml]",
+    "test_examples.py::test_smoke[evograd_rotation]",
+    "test_kronecker.py::test_kfc_and_cfc_run_and_learnable",
+    "test_api.py::test_grads_have_structure_shapes_and_dtypes_of_params",
+    "test_protonet.py::test_protonet_trained_by_backprop_beats_chance",
+)
+
+
+def _node(item) -> str:
+  return f"{item.path.name}::{item.name}"
+
+
+def _rank(item) -> int:
+  node = _node(item)
+  for i, prefix in enumerate(SLOW_FIRST):
+    if node.startswith(prefix):
+      return i
+  return len(SLOW_FIRST)
 
 
 def pytest_collection_modifyitems(config, items):
   for item in items:
-    tier = "integration" if item.path.name in INTEGRATION_FILES else "unit"
-    item.add_marker(getattr(pytest.mark, tier))
+    integration = (item.path.name in INTEGRATION_FILES
+                   or _node(item).split("[")[0] in INTEGRATION_TESTS)
+    item.add_marker(pytest.mark.integration if integration else pytest.mark.unit)
+  items.sort(key=_rank)   # stable: the rest keep their order

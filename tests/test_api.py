@@ -31,7 +31,10 @@ def test_public_api():
 @pytest.mark.parametrize("name", sorted(FIRST_ORDER))
 @hypothesis.given(params=pytrees(dtypes=FLOAT_DTYPES))
 def test_grads_have_structure_shapes_and_dtypes_of_params(name, params):
-  grads = FIRST_ORDER[name](smooth_loss, params, jax.random.PRNGKey(0))
+  # Jitted: one program per drawn structure instead of one per eager op
+  # (FD: 12 s -> 3 s for the 12 structures); eager calls are covered below.
+  grads = jax.jit(lambda p, k: FIRST_ORDER[name](smooth_loss, p, k))(params,
+                                                                      jax.random.PRNGKey(0))
   chex.assert_trees_all_equal_shapes_and_dtypes(grads, params)
   chex.assert_tree_all_finite(grads)
 

@@ -18,6 +18,11 @@ def _check_1(r):
   assert memory[10]["es_wsr"] <= 1.1 * memory[1]["es_wsr"]
   assert memory[10]["imaml"] <= 1.1 * memory[1]["imaml"]
   assert memory[10]["backprop_checkpointed"] < memory[10]["backprop"] / 2
+  # Mixed mode keeps one parameter vector per step: flatter than checkpoints.
+  assert memory[10]["mixed"] < memory[10]["backprop_checkpointed"]
+  assert memory[10]["mixed_checkpointed"] < memory[10]["backprop"] / 2
+  assert all(memory[t][f"{n}_time_s"] > 0 for t in (1, 10) for n in
+             ("backprop", "backprop_checkpointed", "mixed", "mixed_checkpointed"))
 
 
 def _check_2(r):

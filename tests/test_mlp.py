@@ -27,7 +27,7 @@ def test_logistic_regression_and_linnet_same_function_class():
   for name in ["linear0", "linear1", "linear2", "logits"]:
     b = b @ p_ln[name]["w"] + p_ln[name]["b"]
     w = w @ p_ln[name]["w"]
-  np.testing.assert_allclose(linnet.apply(p_ln, x), x @ w + b, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(linnet.apply(p_ln, x), x @ w + b[None, :], rtol=1e-4, atol=1e-5)
 
 
 def test_lenet_shapes():

@@ -42,9 +42,10 @@ def test_shard_map_axis():
   q = Quadratic(dim=5)
   key = jax.random.PRNGKey(0)
   mesh = Mesh(np.array(jax.devices()[:4]), ("pop",))
-  fn = jax.shard_map(lambda k: flat32(estimators.es_wsr(q.loss, q.params, k, population=8,
-                                                        axis_name="pop"))[None],
-                     mesh=mesh, in_specs=P(), out_specs=P("pop"))
+  fn = jax.jit(jax.shard_map(lambda k: flat32(estimators.es_wsr(q.loss, q.params, k,
+                                                                population=8,
+                                                                axis_name="pop"))[None],
+                             mesh=mesh, in_specs=P(), out_specs=P("pop")))
   out = np.asarray(fn(key))
   np.testing.assert_allclose(out[0], flat32(estimators.es_wsr(q.loss, q.params, key, population=8)),
                              rtol=1e-5, atol=1e-7)

@@ -27,8 +27,9 @@ def test_update_is_theta_plus_alpha_times_g_phi():
   new, _ = rule.update(rp, (), PARAMS, grads, LOSS(PARAMS), 0, LOSS)
   flat_g = flat32(grads)
   net_out = jax.nn.relu(flat_g[:, None] @ rp["net"]["g_phi/~/linear_0"]["w"]
-                        + rp["net"]["g_phi/~/linear_0"]["b"])
-  net_out = (net_out @ rp["net"]["g_phi/~/linear_1"]["w"] + rp["net"]["g_phi/~/linear_1"]["b"])[:, 0]
+                        + rp["net"]["g_phi/~/linear_0"]["b"][None, :])
+  net_out = (net_out @ rp["net"]["g_phi/~/linear_1"]["w"]
+             + rp["net"]["g_phi/~/linear_1"]["b"][None, :])[:, 0]
   alpha = flat32(rp["alpha"])
   np.testing.assert_allclose(flat32(new), flat32(PARAMS) + alpha * net_out, rtol=1e-5, atol=1e-6)
 

@@ -147,7 +147,7 @@ def test_same_result_on_1_2_4_devices(name):
       grads.append(g["w"])
     return jnp.stack(grads)
 
-  single = np.asarray(run(None))
+  single = np.asarray(jax.jit(lambda: run(None))())    # one program, not eager ops
   for n in (1, 2, 4):
     out = jax.pmap(lambda _: run("d"), axis_name="d", devices=jax.devices()[:n])(jnp.arange(n))
     for device in np.asarray(out):
