@@ -28,12 +28,13 @@ from .t1_t2 import t1_t2
 from .truncated_backprop import truncated_backprop
 from .truncated_es import truncated_es
 from ._population import PopulationInfo
+from ._registry import REGISTRY, EstimatorSpec, names as _names
 from ._unroll import UnrollState, full_unroll, init_state
 
-FIRST_ORDER = ("backprop", "forward_mode", "forward_gradient", "es", "es_wsr",
-               "finite_difference")
-HYPERGRADIENT = ("evograd", "t1_t2", "implicit")
-UNROLLED = ("truncated_backprop", "truncated_es", "pes", "noise_reuse_es")
+# Derived from the one registry (estimators/_registry.py).
+FIRST_ORDER = _names("first_order")
+HYPERGRADIENT = _names("hypergradient")
+UNROLLED = _names("unrolled")
 
 __all__ = [
     "backprop", "es", "es_wsr", "evograd", "evolutionary_objective",
@@ -41,5 +42,6 @@ __all__ = [
     "forward_mode", "imaml", "implicit", "proximal", "t1_t2",
     "truncated_backprop", "truncated_es", "pes", "noise_reuse_es", "init_state", "full_unroll",
     "UnrollState", "PopulationInfo", "FIRST_ORDER", "HYPERGRADIENT", "UNROLLED", "Extremes",
+    "REGISTRY", "EstimatorSpec",
     "hessian_extreme_eigenvalues",
 ]

@@ -12,18 +12,17 @@ import pytest
 from metagrad import estimators
 from helpers import FLOAT_DTYPES, pytrees, smooth_loss
 
-FIRST_ORDER = {
-    "backprop": estimators.backprop,
-    "forward_mode": functools.partial(estimators.forward_mode, chunk_size=4),
-    "forward_gradient": functools.partial(estimators.forward_gradient, num_directions=3),
-    "es": functools.partial(estimators.es, sigma=0.1, population=4),
-    "es_wsr": functools.partial(estimators.es_wsr, population=4),
-    "finite_difference": functools.partial(estimators.finite_difference, step=0.05),
-}
+def _at_test_settings(family):
+  """The registry's estimators of one family, bound to their test settings."""
+  return {name: functools.partial(estimators.REGISTRY[name].fn,
+                                  **estimators.REGISTRY[name].test_kwargs)
+          for name in getattr(estimators, family.upper())}
+
+
+FIRST_ORDER = _at_test_settings("first_order")
 
 
 def test_public_api():
-  assert set(estimators.FIRST_ORDER) == set(FIRST_ORDER)
   for name in estimators.__all__:
     assert getattr(estimators, name) is not None
 
@@ -101,11 +100,7 @@ def test_traced_sigma_is_accepted():
   chex.assert_trees_all_close(g, ref, rtol=1e-4, atol=1e-5)  # jit vs eager rounding
 
 
-HYPERGRADIENT = {
-    "evograd": functools.partial(estimators.evograd, population=3, sigma=0.05),
-    "t1_t2": functools.partial(estimators.t1_t2, inner_lr=0.1),
-    "implicit": functools.partial(estimators.implicit, num_iterations=5),
-}
+HYPERGRADIENT = _at_test_settings("hypergradient")
 
 
 @pytest.mark.parametrize("name", sorted(FIRST_ORDER) + sorted(HYPERGRADIENT))

@@ -23,6 +23,12 @@ SHARDED = {
 }
 
 
+
+def test_every_sharded_estimator_is_in_the_device_matrix():
+  # The registry says which estimators take axis_name; each is run below.
+  sharded = {name for name in estimators.FIRST_ORDER if estimators.REGISTRY[name].sharded}
+  assert sharded <= set(SHARDED), sharded - set(SHARDED)
+
 @pytest.mark.parametrize("name", sorted(SHARDED))
 def test_same_result_on_1_2_4_8_devices(name):
   estimator = SHARDED[name]

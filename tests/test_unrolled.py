@@ -43,12 +43,10 @@ def init_inner(key):
 
 EXACT = jax.grad(estimators.full_unroll(unroll, init_inner, jax.random.PRNGKey(0),
                                         num_windows=W))(THETA)["w"]
-UNROLLED = {
-    "truncated_backprop": estimators.truncated_backprop,
-    "truncated_es": functools.partial(estimators.truncated_es, sigma=0.05),
-    "pes": functools.partial(estimators.pes, sigma=0.05),
-    "noise_reuse_es": functools.partial(estimators.noise_reuse_es, sigma=0.05),
-}
+# From the registry: every unrolled estimator at its test settings (sigma 0.05).
+UNROLLED = {name: functools.partial(estimators.REGISTRY[name].fn,
+                                    **estimators.REGISTRY[name].test_kwargs)
+            for name in estimators.UNROLLED}
 
 
 def episode_sum(name, key, particles=8, **init_kw):

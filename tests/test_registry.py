@@ -1,0 +1,114 @@
+"""The estimator registry: complete, and one test matrix over all of it.
+
+Coverage: every public function with one of the three calling conventions is
+registered (and nothing else). The matrix, for every registered estimator:
+a typo in each string-valued keyword raises ValueError naming the keyword;
+first-order and hypergradient estimators run jitted on bfloat16 parameters
+with has_aux, return gradients typed like their parameters, and compile once
+for two different keys.
+"""
+
+import inspect
+
+import chex
+import jax
+import jax.numpy as jnp
+import pytest
+
+from metagrad import estimators
+from helpers import smooth_loss
+
+CONVENTIONS = {
+    "first_order": ("loss_fn", "params", "key"),
+    "hypergradient": ("train_loss", "val_loss", "params", "hparams", "key"),
+    "unrolled": ("unroll", "params", "state", "key"),
+}
+# Public functions with an estimator's leading arguments that are not estimators.
+NOT_ESTIMATORS = {"hessian_extreme_eigenvalues"}   # (loss_fn, params, key) -> eigenvalues
+REGISTRY = estimators.REGISTRY
+
+
+def test_every_public_estimator_is_registered_and_nothing_else():
+  found = {}
+  for name in estimators.__all__:
+    fn = getattr(estimators, name)
+    if not inspect.isfunction(fn) or name in NOT_ESTIMATORS:
+      continue
+    params = tuple(inspect.signature(fn).parameters)
+    for family, lead in CONVENTIONS.items():
+      if params[:len(lead)] == lead:
+        found[name] = family
+  assert found == {name: spec.family for name, spec in REGISTRY.items()}
+  for name, spec in REGISTRY.items():
+    assert getattr(estimators, name) is spec.fn and spec.name == name
+  for family in CONVENTIONS:
+    assert getattr(estimators, family.upper()) == estimators._registry.names(family)
+
+
+def test_declared_choices_and_sharding_match_the_signatures():
+  for spec in REGISTRY.values():
+    params = inspect.signature(spec.fn).parameters
+    assert spec.sharded == ("axis_name" in params), spec.name
+    for keyword, allowed in spec.choices.items():
+      assert params[keyword].default in allowed, (spec.name, keyword)
+    assert set(spec.test_kwargs) <= set(params), spec.name
+
+
+PARAMS = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.zeros(3)}
+HPARAMS = {"l2": jnp.asarray(0.3)}
+
+
+def _train(p, h):
+  return smooth_loss(p) + h["l2"] * sum(jnp.sum(x.astype(jnp.float32) ** 2)
+                                        for x in jax.tree_util.tree_leaves(p))
+
+
+def _call(spec, params, key, **overrides):
+  kwargs = {**spec.test_kwargs, **overrides}
+  if spec.family == "first_order":
+    return spec.fn(smooth_loss, params, key, **kwargs)
+  if spec.family == "hypergradient":
+    return spec.fn(_train, lambda p, h: smooth_loss(p) * (1.0 + h["l2"]), params, HPARAMS, key,
+                   **kwargs)
+  unroll = lambda p, inner, k, w: (jnp.sum(p["w"]) ** 2 + inner, inner)
+  init_inner = lambda k: jnp.zeros(())
+  state = estimators.init_state(spec.fn, init_inner, key, num_particles=2, params=params)
+  return spec.fn(unroll, params, state, key, **kwargs)
+
+
+TYPOS = [(name, keyword) for name, spec in REGISTRY.items() for keyword in spec.choices]
+
+
+@pytest.mark.parametrize("name,keyword", TYPOS, ids=[f"{n}-{k}" for n, k in TYPOS])
+def test_a_typo_in_a_string_choice_names_the_keyword(name, keyword):
+  spec = REGISTRY[name]
+  typo = inspect.signature(spec.fn).parameters[keyword].default + "x"
+  with pytest.raises(ValueError, match=f"`{keyword}`"):
+    _call(spec, PARAMS, jax.random.PRNGKey(0), **{keyword: typo})
+  with pytest.raises(ValueError, match=f"`{keyword}`"):
+    jax.jit(lambda p, k: _call(spec, p, k, **{keyword: typo}))(PARAMS, jax.random.PRNGKey(0))
+
+
+EAGER_FAMILIES = [name for name, spec in REGISTRY.items() if spec.family != "unrolled"]
+
+
+@pytest.mark.parametrize("name", EAGER_FAMILIES)
+def test_jit_bfloat16_has_aux_and_one_compilation(name):
+  spec = REGISTRY[name]
+  params = jax.tree_util.tree_map(lambda x: x.astype(jnp.bfloat16), PARAMS)
+  if spec.family == "first_order":
+    fn = lambda p, k: spec.fn(lambda q: (smooth_loss(q), q["b"][0]), p, k, has_aux=True,
+                              **spec.test_kwargs)
+    like = params
+  else:
+    fn = lambda p, k: spec.fn(_train, lambda q, h: (smooth_loss(q) * (1.0 + h["l2"]), h["l2"]),
+                              p, HPARAMS, k, has_aux=True, **spec.test_kwargs)
+    like = HPARAMS
+  jitted = jax.jit(fn)
+  grads, aux = jitted(params, jax.random.PRNGKey(0))
+  chex.assert_trees_all_equal_shapes_and_dtypes(grads, like)
+  chex.assert_tree_all_finite(grads)
+  assert jnp.shape(aux) == ()
+  again, _ = jitted(params, jax.random.PRNGKey(1))     # another key: the same program
+  chex.assert_trees_all_equal_shapes_and_dtypes(again, like)
+  assert jitted._cache_size() == 1
