@@ -21,7 +21,7 @@ from .evograd import evograd, evolutionary_objective, evolutionary_step, member_
 from .finite_difference import finite_difference
 from .forward_gradient import forward_gradient
 from .forward_mode import forward_mode
-from .implicit import imaml, implicit, proximal
+from .implicit import ImamlInfo, imaml, implicit, proximal
 from .noise_reuse_es import noise_reuse_es
 from .pes import pes
 from .t1_t2 import t1_t2
@@ -42,6 +42,6 @@ __all__ = [
     "forward_mode", "imaml", "implicit", "proximal", "t1_t2",
     "truncated_backprop", "truncated_es", "pes", "noise_reuse_es", "init_state", "full_unroll",
     "UnrollState", "PopulationInfo", "FIRST_ORDER", "HYPERGRADIENT", "UNROLLED", "Extremes",
-    "REGISTRY", "EstimatorSpec",
+    "REGISTRY", "EstimatorSpec", "ImamlInfo",
     "hessian_extreme_eigenvalues",
 ]

@@ -23,7 +23,7 @@ inner steps produced ``theta*``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +36,11 @@ SOLVERS = ("cg", "neumann")
 
 _tree_add = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)
 _tree_scale = lambda s, a: jax.tree_util.tree_map(lambda x: s * x, a)
+
+
+def _tree_norm(tree) -> jax.Array:
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
+                      for x in jax.tree_util.tree_leaves(tree)))
 
 
 def _tree_vdot(a, b):
@@ -132,10 +137,26 @@ def proximal(loss_fn: Callable[[Any], jax.Array], anchor: Any, *, reg: float) ->
   return objective
 
 
+class ImamlInfo(NamedTuple):
+  """How well the inner loop solved iMAML's proximal problem
+  (``imaml(..., return_info=True)``).
+
+  Attributes:
+    residual_ratio: ``|grad G(adapted)| / |grad G(meta_params)|`` for the
+      proximal objective ``G(theta) = support_loss(theta) + reg/2 ||theta -
+      meta_params||^2``: eq. 6 assumes 0; above 1 the inner loop moved away
+      from the solution (a diverging step).
+    solved: whether the ratio is below 1 and the meta-gradient finite -- the
+      tasks to average over (the others have no valid implicit gradient).
+  """
+  residual_ratio: jax.Array
+  solved: jax.Array
+
+
 @_autodiff.traces_forward_mode
 def imaml(support_loss: Callable[[Any], jax.Array], query_loss: Callable[[Any], Any],
           adapted: Any, meta_params: Any, key: jax.Array | None = None, *, reg: float,
-          **solver_kwargs) -> Any:
+          return_info: bool = False, **solver_kwargs) -> Any:
   """iMAML meta-gradient (Rajeswaran et al. 2019, eq. 6):
 
       d query_loss(theta*) / d theta_0 = (I + H_S / reg)^{-1} grad query_loss(theta*)
@@ -175,12 +196,33 @@ def imaml(support_loss: Callable[[Any], jax.Array], query_loss: Callable[[Any], 
     meta_params: theta_0, the meta-learned initialisation (the anchor).
     key: unused (common signature).
     reg: the proximal strength lambda of iMAML (> 0).
+    return_info: also return an :class:`ImamlInfo` (the proximal gradient left
+      after adaptation relative to its start, and whether the task counts as
+      solved), last in the result tuple.
     **solver_kwargs: ``solver``, ``num_iterations``, ``damping``, ``tol``,
       ``neumann_step``, ``has_aux`` of :func:`implicit`.
 
   Returns:
-    The meta-gradient, shaped like ``meta_params`` (with ``has_aux``:
-    ``(grads, aux)``).
+    The meta-gradient, shaped like ``meta_params``; with ``has_aux``,
+    ``(grads, aux)``; with ``return_info``, :class:`ImamlInfo` last.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import estimators, models
+    >>> x = jnp.linspace(-1.0, 1.0, 8)[:, None]; y = 2.0 * x[:, 0]
+    >>> support = lambda p: jnp.mean((x @ p["w"] - y) ** 2)
+    >>> query = lambda p: jnp.mean((x @ p["w"] - y - 0.1) ** 2)
+    >>> theta0 = {"w": jnp.zeros(1)}
+    >>> inner = estimators.proximal(support, theta0, reg=1.0)
+    >>> adapted = models.adapt(inner, theta0, models.sgd(0.2), {}, steps=50).params
+    >>> grads, info = estimators.imaml(support, query, adapted, theta0, reg=1.0,
+    ...                                return_info=True)
+    >>> bool(info.solved), bool(info.residual_ratio < 1e-3)
+    (True, True)
+
+  References:
+    Rajeswaran, Finn, Kakade & Levine (2019), "Meta-Learning with Implicit
+    Gradients", arXiv:1909.04630.
   """
   _checks.positive("reg", reg)
   _checks.float_pytree("adapted", adapted)
@@ -190,4 +232,13 @@ def imaml(support_loss: Callable[[Any], jax.Array], query_loss: Callable[[Any], 
   val = lambda theta, theta0: query_loss(theta)
   # H of the proximal objective is H_S + reg I, and d^2/dtheta0 dtheta = -reg I,
   # so implicit() returns reg (H_S + reg I)^{-1} g = (I + H_S/reg)^{-1} g.
-  return implicit(train, val, adapted, meta_params, key, **solver_kwargs)
+  out = implicit(train, val, adapted, meta_params, key, **solver_kwargs)
+  if not _checks.boolean("return_info", return_info):
+    return out
+  grads = out[0] if solver_kwargs.get("has_aux", False) else out
+  objective = proximal(support_loss, jax.lax.stop_gradient(meta_params), reg=reg)
+  norm = lambda p: _tree_norm(jax.grad(objective)(p))
+  ratio = norm(adapted) / norm(meta_params)
+  finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]))
+  info = ImamlInfo(ratio, jnp.isfinite(ratio) & (ratio < 1.0) & finite)
+  return (*out, info) if isinstance(out, tuple) else (out, info)

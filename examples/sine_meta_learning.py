@@ -83,13 +83,12 @@ def run_method(method: str, args) -> dict:
     """
     def one(task):
       adapted = adapted_params(meta, task, inner_steps)
-      g = estimators.imaml(support_loss(task), lambda p: mse(p, task.query_x, task.query_y),
-                           adapted, meta["model"], reg=args.imaml_reg,
-                           num_iterations=args.imaml_cg_steps, damping=args.imaml_damping)
-      residual = lambda p: optax.global_norm(jax.grad(inner_objective(meta, task))(p))
+      g, info = estimators.imaml(support_loss(task), lambda p: mse(p, task.query_x, task.query_y),
+                                 adapted, meta["model"], reg=args.imaml_reg,
+                                 num_iterations=args.imaml_cg_steps, damping=args.imaml_damping,
+                                 return_info=True)
       loss = mse(adapted, task.query_x, task.query_y)
-      solved = ((residual(adapted) < residual(meta["model"])) & jnp.isfinite(loss)
-                & jnp.isfinite(optax.global_norm(g)))
+      solved = info.solved & jnp.isfinite(loss)
       return jax.tree_util.tree_map(lambda x: jnp.where(solved, x, 0.0), g), \
           jnp.where(solved, loss, 0.0), solved
     grads, losses, solved = jax.vmap(one)(batch)

@@ -179,8 +179,7 @@ def optax_rule(optimizer: optax.GradientTransformation, *, learnable: Sequence[s
   def init_state(rule_params, params):
     return with_hyperparameters(optimizer.init(params), rule_params)
 
-  def update(rule_params, state, params, grads, loss, step, loss_fn):
-    del step
+  def update(rule_params, state, params, grads, *, loss, loss_fn, **_):
     first_order = getattr(loss_fn, "first_order", False)
     if not first_order:
       _check_differentiable_at_zero_gradient(optimizer, params)

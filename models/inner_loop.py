@@ -28,11 +28,14 @@ class UpdateRule(NamedTuple):
       (empty for plain SGD), initialised as the rule's paper says.
     init_state: ``(rule_params, params) -> state``, the per-task inner state
       at step 0 (EMA history, previous gates, the adapted optimizer, ...).
-    update: ``(rule_params, state, params, grads, loss, step, loss_fn)
-      -> (params, state)``, one inner step; ``loss_fn`` is the support loss,
-      for rules that adapt themselves on it (KLin/KFC, eq. 4); such rules
-      take its derivatives with :func:`support_gradient` so that
-      ``first_order`` reaches them too.
+    update: ``(rule_params, state, params, grads, *, loss, step, loss_fn)
+      -> (params, state)``, one inner step. The extras come as keywords
+      (optax's ``**extra_args`` pattern), so a rule names only what it reads
+      and takes the rest as ``**_``: ``loss`` is the support loss at
+      ``params``, ``step`` the step index, ``loss_fn`` the support loss itself,
+      for rules that adapt themselves on it (KLin/KFC, eq. 4); such rules take
+      its derivatives with :func:`support_gradient` so that ``first_order``
+      and ``mixed_mode`` reach them too.
   """
   init: Callable[[jax.Array, Params], Params]
   init_state: Callable[[Params, Params], Any]
@@ -163,7 +166,8 @@ def adapt(loss_fn: Callable[[Params], jax.Array], params: Params, rule: UpdateRu
     loss, grads = value_and_grad(theta)
     if first_order:
       loss, grads = jax.lax.stop_gradient((loss, grads))
-    theta, state = rule.update(rule_params, state, theta, grads, loss, t, rule_loss)
+    theta, state = rule.update(rule_params, state, theta, grads, loss=loss, step=t,
+                               loss_fn=rule_loss)
     return (theta, state), loss
 
   # Inside shard_map, replicated theta_0 (and rule state) would otherwise get
@@ -206,8 +210,8 @@ def sgd(lr: float) -> UpdateRule:
   """
   _checks.positive("lr", lr)
 
-  def update(rule_params, state, params, grads, loss, step, loss_fn):
-    del rule_params, loss, step, loss_fn
+  def update(rule_params, state, params, grads, **_):
+    del rule_params
     return jax.tree_util.tree_map(lambda p, g: p - lr * g, params, grads), state
   return UpdateRule(lambda key, params: {}, _no_state, update)
 
@@ -226,8 +230,7 @@ def meta_sgd(init_lr: float) -> UpdateRule:
     del key
     return {"lr": jax.tree_util.tree_map(lambda p: jnp.full_like(p, init_lr), params)}
 
-  def update(rule_params, state, params, grads, loss, step, loss_fn):
-    del loss, step, loss_fn
+  def update(rule_params, state, params, grads, **_):
     if not isinstance(rule_params, dict) or "lr" not in rule_params:
       raise ValueError("meta_sgd's `rule_params` must be what its `init` returns "
                        "({'lr': per-parameter learning rates}), got "

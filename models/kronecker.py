@@ -108,8 +108,8 @@ def _factored_rule(*, lr, init_leaf, apply_leaf, normalize, adapt_optimizer,
     del params
     return rule_params          # the optimizer being adapted within the task
 
-  def update(rule_params, optimizer, params, grads, loss, step, loss_fn):
-    del rule_params, loss, step
+  def update(rule_params, optimizer, params, grads, *, loss_fn, **_):
+    del rule_params
     new_params = step_params(optimizer, params, grads)
     if adapt_optimizer:
       # eq. (4): xi <- xi - lr_xi * d L(theta_{t+1}(xi)) / d xi

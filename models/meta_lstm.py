@@ -76,8 +76,7 @@ def meta_lstm(*, preprocess_p: float = 10.0) -> UpdateRule:
     zeros = jnp.zeros_like(ravel_pytree(params)[0])
     return {"f": zeros, "i": zeros}
 
-  def update(rule_params, gates, params, grads, loss, step, loss_fn):
-    del step, loss_fn
+  def update(rule_params, gates, params, grads, *, loss, **_):
     cell, unravel = ravel_pytree(params)
     grad = ravel_pytree(grads)[0]
     shared = jnp.concatenate([preprocess(grad, preprocess_p),

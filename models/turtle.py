@@ -85,8 +85,7 @@ def turtle(*, hidden: Sequence[int] = (20,) * 5, inputs: Sequence[str] = ("gradi
     del rule_params
     return jnp.zeros_like(ravel_pytree(params)[0]) if uses_ema else ()
 
-  def update(rule_params, history, params, grads, loss, step, loss_fn):
-    del loss_fn
+  def update(rule_params, history, params, grads, *, loss, step, **_):
     theta, unravel = ravel_pytree(params)
     flat_grad = ravel_pytree(grads)[0]
     out = net.apply(rule_params["net"], features(flat_grad, loss, history, step))

@@ -151,3 +151,31 @@ def test_bad_solver_settings(kwargs, arg):
   with pytest.raises(ValueError, match="reg"):
     estimators.imaml(lambda t: jnp.sum(t["t"]), lambda t: jnp.sum(t["t"]), q.solution(),
                      q.solution(), reg=0.0)
+
+
+def test_imaml_return_info_flags_a_diverged_inner_loop():
+  # A step past 2 / (lambda_max + reg) makes gradient descent on the proximal
+  # problem diverge: the ratio grows past 1 and the task is not solved.
+  from metagrad import models
+  x = jnp.linspace(-1.0, 1.0, 8)[:, None]
+  y = 2.0 * x[:, 0]
+  support = lambda p: jnp.mean((x @ p["w"] - y) ** 2)
+  query = lambda p: jnp.mean((x @ p["w"] - y - 0.1) ** 2)
+  theta0 = {"w": jnp.zeros(1)}
+  inner = estimators.proximal(support, theta0, reg=1.0)
+  run = lambda lr: estimators.imaml(
+      support, query, models.adapt(inner, theta0, models.sgd(lr), {}, steps=20).params, theta0,
+      reg=1.0, return_info=True)
+  plain = estimators.imaml(support, query, models.adapt(inner, theta0, models.sgd(0.2), {},
+                                                        steps=20).params, theta0, reg=1.0)
+  grads, good = run(0.2)
+  np.testing.assert_array_equal(grads["w"], plain["w"])      # info changes nothing else
+  assert bool(good.solved) and float(good.residual_ratio) < 1e-2
+  # Hessian of the proximal objective: 2 mean(x^2) + 1 = 1.86; steps above 2/1.86 diverge.
+  _, bad = run(1.5)
+  assert not bool(bad.solved) and float(bad.residual_ratio) > 1.0
+  # ... and with has_aux, info comes last.
+  _, aux, info = estimators.imaml(support, lambda p: (query(p), 7), models.adapt(
+      inner, theta0, models.sgd(0.2), {}, steps=20).params, theta0, reg=1.0, has_aux=True,
+      return_info=True)
+  assert aux == 7 and bool(info.solved)

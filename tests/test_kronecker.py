@@ -63,7 +63,7 @@ def test_kronecker_transform_is_L_G_R():
   params = {"w": jnp.zeros((3, 2))}
   rule = models.meta_curvature(1.0)
   rp = {"w": {"layers": [(left, right)]}}
-  new, _ = rule.update(rp, rp, params, {"w": g}, 0.0, 0, None)
+  new, _ = rule.update(rp, rp, params, {"w": g}, loss=0.0, step=0, loss_fn=None)
   np.testing.assert_allclose(new["w"], -(left @ g @ right), rtol=1e-5)
   # vec(L G R) = (R^T kron L) vec(G): the Kronecker-factored matrix of eq. (5).
   np.testing.assert_allclose(np.kron(np.asarray(right).T, left) @ np.asarray(g).T.reshape(-1),
@@ -76,7 +76,7 @@ def test_normalisation_rescale():
   rule = models.klin(1.0, adapt_optimizer=False)
   rp = rule.init(jax.random.PRNGKey(0), params)
   rp["w"]["scale"] = jnp.asarray(2.0)
-  new, _ = rule.update(rp, rp, params, g, 0.0, 0, None)
+  new, _ = rule.update(rp, rp, params, g, loss=0.0, step=0, loss_fn=None)
   np.testing.assert_allclose(new["w"], -2.0 * g["w"], rtol=1e-6)
 
 

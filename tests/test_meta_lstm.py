@@ -89,7 +89,8 @@ def test_first_order_matches_hand_written_eq_3_3():
   # behaviour) changes the meta-gradient of the gate weights measurably.
   def loss_not_stopped(m):
     rule_open = models.UpdateRule(rule.init, rule.init_state,
-                                  lambda r, s, p, g, l, t, f: rule.update(r, s, p, g, LOSS(p), t, f))
+                                  lambda r, s, p, g, **kw: rule.update(r, s, p, g,
+                                                                       **{**kw, "loss": LOSS(p)}))
     return query(models.adapt(LOSS, m[0], rule_open, m[1], steps=3, first_order=True).params)
   leaky = jax.grad(loss_not_stopped)((PARAMS, rp))
   gap = np.abs(flat32(leaky[1]) - flat32(reference[1])).max()

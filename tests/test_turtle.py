@@ -24,7 +24,7 @@ def test_update_is_theta_plus_alpha_times_g_phi():
   rp = rule.init(jax.random.PRNGKey(0), PARAMS)
   rp["alpha"] = {"w": jnp.array([0.0, 1.0, 2.0]), "b": jnp.array([0.5])}
   grads = jax.grad(LOSS)(PARAMS)
-  new, _ = rule.update(rp, (), PARAMS, grads, LOSS(PARAMS), 0, LOSS)
+  new, _ = rule.update(rp, (), PARAMS, grads, loss=LOSS(PARAMS), step=0, loss_fn=LOSS)
   flat_g = flat32(grads)
   net_out = jax.nn.relu(flat_g[:, None] @ rp["net"]["g_phi/~/linear_0"]["w"]
                         + rp["net"]["g_phi/~/linear_0"]["b"][None, :])
@@ -45,7 +45,7 @@ def test_ema_history_follows_eq_3_6():
   for t in range(3):
     g = jax.grad(LOSS)(theta)
     h = 0.7 * h + 0.3 * np.asarray(flat32(g))
-    theta, state = rule.update(rp, state, theta, g, LOSS(theta), t, LOSS)
+    theta, state = rule.update(rp, state, theta, g, loss=LOSS(theta), step=t, loss_fn=LOSS)
   np.testing.assert_allclose(out.state, h, rtol=1e-5, atol=1e-6)
 
 
