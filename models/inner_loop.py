@@ -119,7 +119,9 @@ def adapt(loss_fn: Callable[[Params], jax.Array], params: Params, rule: UpdateRu
       compiled memory per step drops to about one parameter vector plus
       what the rule itself keeps (its own network's activations for
       learned rules). Derivatives a rule takes of the support loss through
-      :func:`support_gradient` are treated alike. Estimators that push
+      :func:`support_gradient` are treated alike (all of metagrad's rules
+      do); a rule of your own that calls ``jax.grad`` on ``loss_fn`` directly
+      keeps plain reverse-over-reverse for that derivative. Estimators that push
       tangents instead (``forward_mode``, ``forward_gradient``, the
       Hessian-vector products of ``implicit``/``imaml``) get the plain
       gradient (a custom VJP has no JVP; same values); ES and finite

@@ -71,7 +71,9 @@ INTEGRATION_FILES = frozenset({
     "test_examples.py", "test_readme.py", "test_benchmarks.py", "test_multiprocess.py",
     "test_omniglot.py", "test_defaults.py", "test_evograd_toy.py",
 })
-# ... and single tests of unit files that train a model end to end.
+# ... and single tests of unit files that train a model end to end. Every
+# test that reads the real dataset (the `omniglot` fixture: decoding it takes
+# ~8 s on a fresh machine) is integration too.
 INTEGRATION_TESTS = frozenset({
     "test_kronecker.py::test_kfc_and_cfc_run_and_learnable",
     "test_protonet.py::test_protonet_trained_by_backprop_beats_chance",
@@ -113,6 +115,7 @@ def _rank(item) -> int:
 def pytest_collection_modifyitems(config, items):
   for item in items:
     integration = (item.path.name in INTEGRATION_FILES
-                   or _node(item).split("[")[0] in INTEGRATION_TESTS)
+                   or _node(item).split("[")[0] in INTEGRATION_TESTS
+                   or "omniglot" in getattr(item, "fixturenames", ()))
     item.add_marker(pytest.mark.integration if integration else pytest.mark.unit)
   items.sort(key=_rank)   # stable: the rest keep their order

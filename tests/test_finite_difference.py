@@ -13,7 +13,8 @@ from helpers import flat32, pytrees, smooth_loss
 def test_exact_on_linear_functions(params, scheme):
   coeffs = jnp.linspace(-2.0, 3.0, flat32(params).shape[0])
   loss = lambda p: coeffs @ flat32(p) + 0.5
-  g = estimators.finite_difference(loss, params, None, step=1e-2, scheme=scheme, chunk_size=2)
+  g = jax.jit(lambda p: estimators.finite_difference(loss, p, None, step=1e-2, scheme=scheme,
+                                                    chunk_size=2))(params)
   chex.assert_trees_all_equal_shapes_and_dtypes(g, params)
   # Exact up to float32 rounding of the loss values themselves.
   np.testing.assert_allclose(flat32(g), coeffs, rtol=1e-3, atol=2e-3)
