@@ -71,7 +71,8 @@ def _check_differentiable_at_zero_gradient(optimizer, params) -> None:
       return sum(jnp.sum(u.astype(jnp.float32)) for u in jax.tree_util.tree_leaves(updates))
 
     try:
-      slope = jax.grad(total_update)(zeros)
+      # One compiled program rather than one per eager op.
+      slope = jax.jit(jax.grad(total_update))(zeros)
     except Exception:   # noqa: BLE001 - e.g. a line search's while_loop: not ours to judge
       return
     finite = all(bool(jnp.all(jnp.isfinite(s))) for s in jax.tree_util.tree_leaves(slope))
@@ -179,10 +180,15 @@ def optax_rule(optimizer: optax.GradientTransformation, *, learnable: Sequence[s
   def init_state(rule_params, params):
     return with_hyperparameters(optimizer.init(params), rule_params)
 
+  checked = set()    # parameter signatures whose zero-gradient derivative was checked
+
   def update(rule_params, state, params, grads, *, loss, loss_fn, **_):
     first_order = getattr(loss_fn, "first_order", False)
-    if not first_order:
+    signature = (jax.tree_util.tree_structure(params),
+                 tuple((p.shape, str(p.dtype)) for p in jax.tree_util.tree_leaves(params)))
+    if not first_order and signature not in checked:
       _check_differentiable_at_zero_gradient(optimizer, params)
+      checked.add(signature)
     state = with_hyperparameters(state, rule_params)
     updates, state = optimizer.update(grads, state, params, value=loss, grad=grads,
                                       value_fn=loss_fn)

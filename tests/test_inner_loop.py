@@ -22,10 +22,10 @@ def query_loss(p):
   return jnp.mean((NET.apply(p, TASK.query_x) - TASK.query_y) ** 2)
 
 
-def maml_objective(rule, steps, first_order=False):
+def maml_objective(rule, steps, first_order=False, mixed_mode=False):
   def meta_loss(meta):
     out = models.adapt(support_loss, meta["model"], rule, meta["rule"], steps=steps,
-                       first_order=first_order)
+                       first_order=first_order, mixed_mode=mixed_mode)
     return query_loss(out.params)
   return meta_loss
 
@@ -96,8 +96,13 @@ def test_any_estimator_through_adapt(rule_name):
   rule = {"sgd": models.sgd(0.01), "meta_sgd": models.meta_sgd(0.01), "klin": models.klin(0.01),
           "turtle": models.turtle(hidden=(4, 4), init_alpha=0.01), "meta_lstm": models.meta_lstm()}[rule_name]
   meta = {"model": PARAMS, "rule": rule.init(jax.random.PRNGKey(2), PARAMS)}
-  objective = maml_objective(rule, steps=3)
-  exact = estimators.backprop(objective, meta, None)
+  # A mixed-mode objective: backprop takes its forward-over-reverse path,
+  # forward_mode (a custom VJP has no JVP) the plain inner gradient, ES and FD
+  # only evaluate it; all must agree with the exact meta-gradient.
+  objective = maml_objective(rule, steps=3, mixed_mode=True)
+  exact = estimators.backprop(maml_objective(rule, steps=3), meta, None)
+  chex.assert_trees_all_close(estimators.backprop(objective, meta, None), exact,
+                              rtol=1e-4, atol=1e-6)
   fm = ESTIMATORS["forward_mode"](objective, meta, None)
   chex.assert_trees_all_close(fm, exact, rtol=2e-3, atol=2e-5)
   if rule_name == "sgd":

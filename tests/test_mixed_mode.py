@@ -123,25 +123,9 @@ def test_vmap_and_shard_map_over_tasks():
     chex.assert_trees_all_close(sharded(replicated, batch), twice, rtol=1e-5, atol=1e-7)
 
 
-ESTIMATORS = {
-    "forward_mode": functools.partial(estimators.forward_mode, chunk_size=64),
-    "forward_gradient": functools.partial(estimators.forward_gradient, num_directions=4),
-    "es": functools.partial(estimators.es, sigma=1e-2, population=8),
-    "es_wsr": functools.partial(estimators.es_wsr, population=8),
-    "finite_difference": functools.partial(estimators.finite_difference, chunk_size=64),
-}
-
-
-@pytest.mark.parametrize("name", sorted(ESTIMATORS))
-def test_every_estimator_runs_on_a_mixed_mode_objective(name):
-  # Forward-mode estimators fall back to the plain inner gradient (a custom
-  # VJP has no JVP); ES and FD only evaluate: the same result either way.
-  objective, meta = _problem(models.meta_sgd(0.05), steps=3, every=None)
-  est = ESTIMATORS[name]
-  key = jax.random.PRNGKey(7)
-  run = lambda mixed: jax.jit(lambda m, k: est(lambda q: objective(q, mixed)[0], m, k))(meta,
-                                                                                     key)
-  chex.assert_trees_all_close(run(True), run(False), rtol=1e-5, atol=1e-7)
+# Every estimator on a mixed-mode objective: tests/test_inner_loop.py
+# (test_any_estimator_through_adapt) runs backprop, forward_mode, es, es_wsr
+# and finite differences on one, for every rule.
 
 
 def test_hessian_vector_products_of_a_mixed_mode_objective():
