@@ -11,10 +11,11 @@ from metagrad import models
 @pytest.mark.parametrize("num_blocks,size,expected", [
     (4, 28, 1), (3, 28, 3), (2, 28, 7), (1, 28, 14), (4, 32, 2)])
 def test_embedding_shapes(channels, num_blocks, size, expected):
+  # Shapes only: traced (jax.eval_shape), not run op by op.
   net = models.conv4(channels=channels, num_blocks=num_blocks)
   x = jnp.ones((3, size, size, 1))
-  params = net.init(jax.random.PRNGKey(0), x)
-  out = net.apply(params, x)
+  params = jax.eval_shape(net.init, jax.random.PRNGKey(0), x)
+  out = jax.eval_shape(net.apply, params, x)
   assert out.shape == (3, channels * expected * expected)
   assert not any("state" in k for k in params)
 
@@ -24,11 +25,11 @@ def test_classifier_head_and_parameter_count_of_paper():
   x = jnp.ones((2, 28, 28, 1))
   count = lambda p: sum(v.size for v in jax.tree_util.tree_leaves(p))
   net4 = models.conv4(channels=64, num_blocks=4, num_classes=10)
-  p4 = net4.init(jax.random.PRNGKey(0), x)
+  p4 = jax.eval_shape(net4.init, jax.random.PRNGKey(0), x)     # shapes and counts only
   assert count(p4) == 112_586
-  assert net4.apply(p4, x).shape == (2, 10)
+  assert jax.eval_shape(net4.apply, p4, x).shape == (2, 10)
   net2 = models.conv4(channels=64, num_blocks=2, num_classes=10, pooling="global_mean")
-  assert count(net2.init(jax.random.PRNGKey(0), x)) == 38_474
+  assert count(jax.eval_shape(net2.init, jax.random.PRNGKey(0), x)) == 38_474
 
 
 def test_batch_statistics_normalise_each_batch():
