@@ -84,9 +84,11 @@ def test_kfc_and_cfc_run_and_learnable():
   params, loss = _conv_problem()
   for rule in (models.kfc(0.05, num_layers=3), models.cfc(0.05, rank=2)):
     rp = rule.init(jax.random.PRNGKey(0), params)
-    out = models.adapt(loss, params, rule, rp, steps=2)
+    # Jitted: two programs, not one per eager op around the inner loop.
+    out = jax.jit(lambda p, r: models.adapt(loss, p, rule, r, steps=2))(params, rp)
     chex.assert_trees_all_equal_shapes(out.params, params)
-    meta = jax.grad(lambda r: loss(models.adapt(loss, params, rule, r, steps=2).params))(rp)
+    meta = jax.jit(jax.grad(lambda r: loss(models.adapt(loss, params, rule, r,
+                                                        steps=2).params)))(rp)
     assert np.all(np.isfinite(flat32(meta))) and np.any(flat32(meta) != 0)
   w = params["conv1"]["w"]
   cfc = models.cfc(0.05, rank=2).init(jax.random.PRNGKey(0), params)["conv1"]["w"]
