@@ -6,8 +6,8 @@ by forward-over-reverse instead of reverse-over-reverse (MixFlow-MG: Kemaev,
 Calian, Zintgraf, Farquhar & van Hasselt (2025), "Scalable Meta-Learning via
 Mixed-Mode Differentiation", arXiv:2505.00793, Algorithm 2):
 
-* the forward pass saves only the inputs ``x`` (and the differentiable values
-  ``fn`` closes over, ``c``), not the residuals of ``fn``'s forward *and*
+* the forward pass saves only the inputs ``x`` (and the values ``fn`` closes
+  over, ``c``, made explicit inputs), not the residuals of ``fn``'s forward *and*
   backward pass that plain reverse mode keeps for every step;
 * the backward pass turns the cotangent ``(u, v)`` of ``(L, grad_x L)`` into
   ``u grad L + H v`` with one JVP of the full gradient
@@ -126,7 +126,6 @@ def _closure_convert(fn: Callable, x: Any) -> tuple[Callable, tuple]:
   def converted(x_, *consts):
     return jax.core.eval_jaxpr(closed.jaxpr, list(consts), *jax.tree_util.tree_leaves(x_))[0]
   return converted, tuple(closed.consts)
-
 
 
 def _vma(leaf: Any) -> frozenset:

@@ -27,6 +27,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 from jax.scipy.sparse.linalg import cg
 
 from . import _autodiff, _checks
@@ -36,11 +37,6 @@ SOLVERS = ("cg", "neumann")
 
 _tree_add = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)
 _tree_scale = lambda s, a: jax.tree_util.tree_map(lambda x: s * x, a)
-
-
-def _tree_norm(tree) -> jax.Array:
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
-                      for x in jax.tree_util.tree_leaves(tree)))
 
 
 def _tree_vdot(a, b):
@@ -237,8 +233,8 @@ def imaml(support_loss: Callable[[Any], jax.Array], query_loss: Callable[[Any], 
     return out
   grads = out[0] if solver_kwargs.get("has_aux", False) else out
   objective = proximal(support_loss, jax.lax.stop_gradient(meta_params), reg=reg)
-  norm = lambda p: _tree_norm(jax.grad(objective)(p))
+  norm = lambda p: optax.global_norm(jax.grad(objective)(p))
   ratio = norm(adapted) / norm(meta_params)
-  finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]))
-  info = ImamlInfo(ratio, jnp.isfinite(ratio) & (ratio < 1.0) & finite)
+  info = ImamlInfo(ratio, jnp.isfinite(ratio) & (ratio < 1.0)
+                   & jnp.isfinite(optax.global_norm(grads)))
   return (*out, info) if isinstance(out, tuple) else (out, info)
