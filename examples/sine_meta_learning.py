@@ -29,6 +29,11 @@ METHODS = ("maml", "fomaml", "meta_sgd", "turtle", "meta_lstm", "imaml")
 def make_rule(method: str, args):
   """(update rule, first-order?) as each paper uses it."""
   if method == "imaml":
+    if args.imaml_solver == "lbfgs":
+      # L-BFGS with optax's zoom line search (strong Wolfe conditions): each
+      # step decreases the proximal objective whatever the curvature, where a
+      # fixed SGD step diverges once lambda_max(H_S) passes 2 / lr - lambda.
+      return models.optax_rule(optax.lbfgs()), False
     return models.sgd(args.imaml_lr), False
   if method in ("maml", "fomaml"):
     return models.sgd(args.inner_lr), method == "fomaml"
@@ -161,9 +166,13 @@ def main(argv=None):
   # Even so 4 of 5 seeds stop (a validation task's inner loop diverges as the
   # landscape sharpens): iMAML here needs a safeguarded inner solver (README).
   # lambda = 20: with lambda <= 10 CG diverged or stalled.
+  parser.add_argument("--imaml_solver", choices=("sgd", "lbfgs"), default="sgd",
+                      help="iMAML: the proximal inner problem's solver (lbfgs: optax.lbfgs "
+                      "through models.optax_rule, with its zoom line search)")
   parser.add_argument("--imaml_steps", type=int, default=80,
-                      help="iMAML: SGD steps on the proximal inner problem")
-  parser.add_argument("--imaml_lr", type=float, default=0.0025, help="iMAML: their step size")
+                      help="iMAML: solver steps on the proximal inner problem")
+  parser.add_argument("--imaml_lr", type=float, default=0.0025,
+                      help="iMAML: the SGD solver's step size")
   parser.add_argument("--imaml_reg", type=float, default=20.0, help="iMAML: proximal lambda")
   parser.add_argument("--imaml_cg_steps", type=int, default=5, help="iMAML: CG iterations")
   parser.add_argument("--imaml_damping", type=float, default=0.0,
