@@ -7,7 +7,10 @@ gradient), backprop through ``adapt(mixed_mode=True)`` (MixFlow-MG's
 forward-over-reverse inner-gradient derivatives, Kemaev et al. 2025,
 arXiv:2505.00793; again the same gradient), both together, iMAML's implicit gradient (the proximal inner problem, 10 CG
 iterations; exact at the inner optimum), forward_mode, es_wsr (P = 64) and
-finite_difference. Compiled peak temporary bytes for every T; the median
+finite_difference; and the same learner with inner Adam instead of SGD
+(``models.optax_rule(optax.adam)``: its two moment buffers ride along the
+tape), by backprop and by mixed mode with checkpoints. Compiled peak
+temporary bytes for every T; the median
 time of one meta-gradient for the four exact reverse-mode variants (measured
 in turns); peak process RSS of one real backprop / es_wsr call.
 """
@@ -20,6 +23,7 @@ import textwrap
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from benchmarks import common
 from metagrad import estimators, models, tasks
@@ -35,13 +39,20 @@ def _episode_losses(channels: int, size: int, num_blocks: int):
           lambda p: ce(p, ep.query_x, ep.query_y), net, ep)
 
 
+INNER_ADAM_LR = 1e-3
+
+
 def problem(channels: int, steps: int, size: int = 28, checkpoint_every: int | None = None,
-            num_blocks: int = 4, mixed_mode: bool = False):
+            num_blocks: int = 4, mixed_mode: bool = False, inner: str = "sgd"):
+  """(meta-loss, initial parameters): T steps of inner ``"sgd"`` (lr 0.1) or
+  ``"adam"`` (lr 1e-3) on the support loss, then the query loss."""
   support, query, net, ep = _episode_losses(channels, size, num_blocks)
   params = jax.jit(net.init)(jax.random.PRNGKey(2), ep.support_x)
+  rule = (models.sgd(0.1) if inner == "sgd"
+          else models.optax_rule(optax.adam(INNER_ADAM_LR, eps_root=1e-8)))
 
   def meta_loss(theta):
-    adapted = models.adapt(support, theta, models.sgd(0.1), {}, steps=steps,
+    adapted = models.adapt(support, theta, rule, {}, steps=steps,
                            checkpoint_every=checkpoint_every, mixed_mode=mixed_mode).params
     return query(adapted)
   return meta_loss, params
@@ -68,11 +79,25 @@ ESTIMATORS = {
 }
 
 COLUMNS = ("backprop", "backprop_checkpointed", "mixed", "mixed_checkpointed", "imaml",
-           "forward_mode", "es_wsr", "finite_difference")
+           "forward_mode", "es_wsr", "finite_difference", "adam", "adam_mixed_checkpointed")
 # The four ways to the same exact meta-gradient by reverse mode: (checkpoint
 # every sqrt T?, mixed mode?).
 EXACT = {"backprop": (False, False), "backprop_checkpointed": (True, False),
          "mixed": (False, True), "mixed_checkpointed": (True, True)}
+# Inner Adam instead of SGD, by plain backprop and by the most frugal exact way.
+ADAM = {"adam": (False, False), "adam_mixed_checkpointed": (True, True)}
+
+
+def adam_temp_bytes(channels: int, steps: int, size: int, blocks: int) -> dict:
+  """Compiled temporaries of the exact meta-gradient through T inner Adam steps."""
+  every = max(1, math.isqrt(steps))
+  out = {}
+  for name, (checkpointed, mixed) in ADAM.items():
+    meta_loss, params = problem(channels, steps, size, num_blocks=blocks, mixed_mode=mixed,
+                                checkpoint_every=every if checkpointed else None, inner="adam")
+    out[name] = common.temp_bytes(lambda p, k, m=meta_loss: estimators.backprop(m, p, k),
+                                  params, jax.random.PRNGKey(0))
+  return out
 
 RSS_CODE = textwrap.dedent("""
     import jax
@@ -115,6 +140,7 @@ def run(quick: bool = False) -> dict:
       entry[f"{name}_time_s"] = t["median_s"]
     entry["imaml"] = common.temp_bytes(imaml_gradient(channels, steps, size, num_blocks=blocks),
                                        params, key)
+    entry.update(adam_temp_bytes(channels, steps, size, blocks))
     for name in rss_names:
       entry[f"{name}_rss"] = common.peak_rss_of(RSS_CODE.format(channels=channels, steps=steps,
                                                                 name=name))
@@ -133,6 +159,9 @@ def markdown(data: dict) -> str:
                 + [f"{ratio(n):.1f}" for n in ("backprop_checkpointed", "mixed",
                                                "mixed_checkpointed", "imaml")]
                 + [f"{ratio('es_wsr'):.2f}"]
+                + [f"{entry['adam'] / entry['backprop']:.2f}" if "adam" in entry else "-",
+                   f"{entry['adam'] / entry['adam_mixed_checkpointed']:.1f}"
+                   if "adam" in entry else "-"]
                 + [common.mib(entry[f"{n}_rss"]) if f"{n}_rss" in entry else "-"
                    for n in ("backprop", "es_wsr")])
     time_rows.append([steps] + [f"{entry[f'{n}_time_s'] * 1e3:.0f}" for n in EXACT]
@@ -142,12 +171,29 @@ def markdown(data: dict) -> str:
       ["T"] + [f"{n} temp MiB" for n in COLUMNS]
       + [f"backprop / {n}" for n in ("checkpointed", "mixed", "mixed_checkpointed", "imaml",
                                      "es_wsr")]
+      + ["adam / backprop (SGD)", "adam / adam_mixed_checkpointed"]
       + ["backprop RSS MiB", "es_wsr RSS MiB"], rows)
   times = common.markdown_table(
       ["T"] + [f"{n} ms" for n in EXACT] + [f"{n} / backprop" for n in list(EXACT)[1:]]
       + ["calls timed"], time_rows)
   return (table + "\n\nTime of one exact meta-gradient (median; checkpoints every sqrt(T) "
           "steps):\n\n" + times)
+
+
+def remeasure_adam(path: str) -> None:
+  """Adds the inner-Adam columns to a full-size run in ``path``
+  (``results.json``) and re-renders its tables (compiles only; nothing else
+  is re-measured)."""
+  import json
+  results = json.loads(open(path).read())
+  entry = results["1. Meta-gradient memory vs task length"]
+  size = 28 if entry["channels"] == 16 else 16
+  for steps, row in entry["by_T"].items():
+    row.update(adam_temp_bytes(entry["channels"], int(steps), size, entry["num_blocks"]))
+    print(f"T={steps}: adam {row['adam'] / 2**20:.1f} MiB, adam mixed + checkpoints "
+          f"{row['adam_mixed_checkpointed'] / 2**20:.1f} MiB", flush=True)
+  entry["markdown"] = markdown(entry["by_T"])
+  open(path, "w").write(json.dumps(results, indent=2, default=str))
 
 
 def remeasure_rss(path: str) -> None:
@@ -169,4 +215,6 @@ def remeasure_rss(path: str) -> None:
 
 if __name__ == "__main__":
   import sys
-  remeasure_rss(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/results.json")
+  what = sys.argv[1] if len(sys.argv) > 1 else "rss"
+  {"rss": remeasure_rss, "adam": remeasure_adam}[what](
+      sys.argv[2] if len(sys.argv) > 2 else "benchmarks/results/results.json")

@@ -20,7 +20,7 @@ import optax
 
 from benchmarks import common
 from metagrad import estimators
-from metagrad.estimators import _population
+from metagrad.estimators import _noise
 
 
 def loss_fn(x):
@@ -70,7 +70,11 @@ def _compare(dim: int, population: int, sigma: float, lr: float, mirrored: bool,
   key = jax.random.PRNGKey(1)
   t_evo = common.measure(evosax_step, es_state, key, repeats=repeats)
   t_ours = common.measure(metagrad_step, ours_state, key, repeats=repeats)
-  auto_chunk = _population.last_auto[2]
+  # What "auto" chose: the plan is static in the returned info, so tracing shows it.
+  auto_chunk = jax.eval_shape(
+      lambda x, k: estimators.es(loss_fn, x, k, sigma=sigma, population=population,
+                                 shaping="centered_rank", antithetic=mirrored,
+                                 return_info=True)[1], x0, key).chunk_plan.chunk_size
   t_full = common.measure(lambda s, k: metagrad_step(s, k, chunk_size=None), ours_state, key,
                           repeats=repeats)
   t_table = common.measure(lambda s, k: metagrad_step(s, k, noise="table"), ours_state, key,
@@ -110,8 +114,8 @@ def keyed_normal_ns(dim: int, units: int, repeats: int, draw=None) -> float:
   each reduced at once so that nothing but the draw is timed."""
   def draw_all(key):
     if draw is None:
-      one = lambda u: jnp.sum(_population.gaussian_direction(key, u, dim, jnp.float32,
-                                                             antithetic=False))
+      one = lambda u: jnp.sum(_noise.gaussian_direction(key, u, dim, jnp.float32,
+                                                        antithetic=False))
     else:
       one = lambda u: jnp.sum(draw(jax.random.fold_in(key, u), (dim,)))
     return jax.lax.map(one, jnp.arange(units))
@@ -178,7 +182,7 @@ def run(quick: bool = False) -> dict:
   table += (f"\n\nMemory-bandwidth floor on this machine: {floor:.3f} ns per float read "
             f"(sum of a 256 MiB array); an ES step must at least create or read each member's "
             f"D-vector once. Keyed normals are `jax.random.normal`'s numbers; metagrad draws "
-            f"them with the Threefry rounds unrolled (`estimators._normal`, bit-identical; "
+            f"them with the Threefry rounds unrolled (bit-identical; "
             f"JAX's CPU lowering rolls them into a loop). The ceiling column is evosax's time "
             f"over the default path's unavoidable work, measured alone: each direction drawn "
             f"(fused draws) in both passes of centered ranks when the members take several "

@@ -13,21 +13,22 @@ unroll, params, state, key, **hyperparameters) -> (grads, state)`` with
 ``unroll(params, inner_state, key, window) -> (loss, inner_state)``.
 """
 
-from .backprop import backprop
-from .curvature import Extremes, hessian_extreme_eigenvalues
-from .es import es
-from .es_wsr import es_wsr
-from .evograd import evograd, evolutionary_objective, evolutionary_step, member_noise
-from .finite_difference import finite_difference
-from .forward_gradient import forward_gradient
-from .forward_mode import forward_mode
-from .implicit import ImamlInfo, imaml, implicit, proximal
-from .noise_reuse_es import noise_reuse_es
-from .pes import pes
-from .t1_t2 import t1_t2
-from .truncated_backprop import truncated_backprop
-from .truncated_es import truncated_es
-from ._population import PopulationInfo
+from ._backprop import backprop
+from ._curvature import Extremes, hessian_extreme_eigenvalues
+from ._es import es
+from ._es_wsr import es_wsr
+from ._evograd import evograd, evolutionary_objective, evolutionary_step, member_noise
+from ._finite_difference import finite_difference
+from ._forward_gradient import forward_gradient
+from ._forward_mode import forward_mode
+from ._implicit import ImamlInfo, imaml, implicit, proximal
+from ._noise_reuse_es import noise_reuse_es
+from ._pes import pes
+from ._t1_t2 import t1_t2
+from ._truncated_backprop import truncated_backprop
+from ._truncated_es import truncated_es
+from ._auto_chunk import ChunkPlan
+from ._perturbation import PopulationInfo
 from ._registry import REGISTRY, EstimatorSpec, names as _names
 from ._unroll import UnrollState, full_unroll, init_state
 
@@ -41,7 +42,7 @@ __all__ = [
     "evolutionary_step", "finite_difference", "member_noise", "forward_gradient",
     "forward_mode", "imaml", "implicit", "proximal", "t1_t2",
     "truncated_backprop", "truncated_es", "pes", "noise_reuse_es", "init_state", "full_unroll",
-    "UnrollState", "PopulationInfo", "FIRST_ORDER", "HYPERGRADIENT", "UNROLLED", "Extremes",
+    "UnrollState", "PopulationInfo", "ChunkPlan", "FIRST_ORDER", "HYPERGRADIENT", "UNROLLED", "Extremes",
     "REGISTRY", "EstimatorSpec", "ImamlInfo",
     "hessian_extreme_eigenvalues",
 ]

@@ -26,7 +26,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from . import _checks, _normal, _population, _tree, _unroll
+from .. import _checks
+from . import _auto_chunk, _chunking, _noise, _sharding, _tree, _unroll
 
 CARRIES = ("unperturbed", "positive")
 
@@ -60,13 +61,13 @@ def window_step(unroll: Callable, params, state: _unroll.UnrollState, key, *, si
   perturbed_from = state.perturbed_from[::rows]
 
   def z_at(ek, w):                                   # PES: window w's increment
-    return _normal.normal(jax.random.fold_in(_unroll.noise_base(ek), w), (size,), dtype)
+    return _noise.normal(jax.random.fold_in(_unroll.noise_base(ek), w), (size,), dtype)
 
   def current_noise(u):
     if name == "truncated_es":
-      return _normal.normal(jax.random.fold_in(key, pair_ids[u]), (size,), dtype)
+      return _noise.normal(jax.random.fold_in(key, pair_ids[u]), (size,), dtype)
     if name == "noise_reuse_es":
-      return _normal.normal(_unroll.noise_base(episode_key[u]), (size,), dtype)
+      return _noise.normal(_unroll.noise_base(episode_key[u]), (size,), dtype)
     return z_at(episode_key[u], window[u])
 
   def credited(u):
@@ -97,20 +98,20 @@ def window_step(unroll: Callable, params, state: _unroll.UnrollState, key, *, si
     return losses, new
 
   units = jnp.arange(pair_ids.shape[0])
-  chunk = _population.resolve_chunk_size(chunk_size, units.shape[0], size, dtype, pair_work,
-                                         units[0])
-  losses, new_inner = _population.map_members(pair_work, units, chunk)   # [pairs, 2]
+  chunk = _auto_chunk.resolve(chunk_size, units.shape[0], size, dtype, pair_work,
+                              units[0]).chunk_size
+  losses, new_inner = _chunking.map_members(pair_work, units, chunk)   # [pairs, 2]
   ok = jnp.all(jnp.isfinite(losses), axis=1)
-  kept = _population.allreduce(ok.sum(), axis_name)
+  kept = _sharding.allreduce(ok.sum(), axis_name)
   coeff = jnp.where(ok, losses[:, 0] - losses[:, 1], 0.0).astype(dtype) / (
       2.0 * sigma * jnp.maximum(kept, 1).astype(dtype))
   accumulator = state.accumulator
   if accumulator is not None:                        # PES, stored: O(1) draws per window
     accumulator = accumulator + jax.vmap(z_at)(episode_key, window)
-    grad = _population.allreduce(coeff @ accumulator, axis_name)
+    grad = _sharding.allreduce(coeff @ accumulator, axis_name)
   else:
-    grad = _population.weighted_direction_sum(credited, coeff, units, size, dtype, chunk,
-                                              axis_name)
+    grad = _chunking.weighted_direction_sum(credited, coeff, units, size, dtype, chunk,
+                                            axis_name)
   grad = jnp.where(kept > 0, grad, jnp.nan)          # no finite pair: NaN, not zero
   inner = jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]), new_inner)
   state = state._replace(inner=inner, window=state.window + 1, accumulator=accumulator,

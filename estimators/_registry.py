@@ -11,20 +11,20 @@ from __future__ import annotations
 import types
 from typing import Any, Callable, Mapping, NamedTuple
 
-from . import _antithetic, _population, _unroll
-from .backprop import backprop
-from .es import SHAPINGS, es
-from .es_wsr import es_wsr
-from .evograd import NOISES as EVOGRAD_NOISES, evograd
-from .finite_difference import SCHEMES, finite_difference
-from .forward_gradient import forward_gradient
-from .forward_mode import forward_mode
-from .implicit import SOLVERS, implicit
-from .noise_reuse_es import noise_reuse_es
-from .pes import pes
-from .t1_t2 import t1_t2
-from .truncated_backprop import truncated_backprop
-from .truncated_es import truncated_es
+from . import _antithetic, _noise, _unroll
+from ._backprop import backprop
+from ._es import SHAPINGS, es
+from ._es_wsr import es_wsr
+from ._evograd import NOISES as EVOGRAD_NOISES, evograd
+from ._finite_difference import SCHEMES, finite_difference
+from ._forward_gradient import forward_gradient
+from ._forward_mode import forward_mode
+from ._implicit import SOLVERS, implicit
+from ._noise_reuse_es import noise_reuse_es
+from ._pes import pes
+from ._t1_t2 import t1_t2
+from ._truncated_backprop import truncated_backprop
+from ._truncated_es import truncated_es
 
 FAMILIES = ("first_order", "hypergradient", "unrolled")
 
@@ -62,8 +62,8 @@ REGISTRY: Mapping[str, EstimatorSpec] = types.MappingProxyType({s.name: s for s 
     _spec(forward_mode, "first_order", {"chunk_size": 4}),
     _spec(forward_gradient, "first_order", {"num_directions": 3}),
     _spec(es, "first_order", {"sigma": 0.1, "population": 4},
-          {"shaping": SHAPINGS, "noise": _population.NOISES}),
-    _spec(es_wsr, "first_order", {"population": 4}, {"noise": _population.NOISES}),
+          {"shaping": SHAPINGS, "noise": _noise.NOISES}),
+    _spec(es_wsr, "first_order", {"population": 4}, {"noise": _noise.NOISES}),
     _spec(finite_difference, "first_order", {"step": 0.05}, {"scheme": SCHEMES}),
     _spec(evograd, "hypergradient", {"population": 3, "sigma": 0.05},
           {"noise": EVOGRAD_NOISES}, sharded=False),

@@ -39,7 +39,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from . import _checks, _population, _tree
+from .. import _checks
+from . import _sharding, _tree
 
 ACCUMULATORS = ("store", "regenerate")
 
@@ -145,7 +146,7 @@ def signature(params: Any) -> tuple:
 def local_rows(num_particles: int, layout: Layout, axis_name: str | None) -> jax.Array:
   """Global group ids of this device's rows (pairs for truncated ES, else
   particles' groups), in row order."""
-  shards = _population.num_shards(axis_name)
+  shards = _sharding.num_shards(axis_name)
   if num_particles % (layout.group * shards):
     what = "antithetic pairs" if layout.group == 2 else "particles"
     where = "" if axis_name is None else f" over the {shards} device(s) of axis {axis_name!r}"
@@ -334,7 +335,7 @@ def reset_finished(state: UnrollState, init_inner: Callable | None, key,
 
 def num_particles_of(state: UnrollState, axis_name: str | None) -> int:
   """Particles over all devices (static)."""
-  return state.loss.shape[0] * _population.num_shards(axis_name)
+  return state.loss.shape[0] * _sharding.num_shards(axis_name)
 
 
 def full_unroll(unroll: Callable, init_inner: Callable, key: jax.Array, *,

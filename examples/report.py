@@ -461,11 +461,19 @@ def sine(records: list[dict]) -> str:
   imaml = {}
   for r in imaml_runs:
     f = r["flags"]
-    imaml.setdefault((f["imaml_lr"], f["imaml_steps"], f.get("imaml_damping", 0.0)), []).append(r)
-  for (lr, steps, damping), rs in sorted(imaml.items(), key=lambda kv: -kv[0][0]):
+    # Runs from before --imaml_solver used proximal SGD.
+    solver = f.get("imaml_solver", "sgd")
+    setting = (solver, f["imaml_lr"] if solver == "sgd" else None, f["imaml_steps"],
+               f.get("imaml_damping", 0.0))
+    imaml.setdefault(setting, []).append(r)
+  # L-BFGS first, then SGD by decreasing step.
+  order = lambda kv: (kv[0][0] == "sgd", -(kv[0][1] or 0.0))
+  for (solver, lr, steps, damping), rs in sorted(imaml.items(), key=order):
     unsolved = Stat(r["results"]["imaml"].get("unsolved_tasks", math.nan) for r in rs)
-    label = (f"imaml (inner step {lr:g} x {steps}" + (f", damping {damping:g}" if damping else "")
-             + (f"; {100 * unsolved.mean:.2g}% of training tasks unsolved)"
+    how = f"L-BFGS x {steps}" if solver == "lbfgs" else f"inner step {lr:g} x {steps}"
+    label = (f"imaml ({how}" + (f", damping {damping:g}" if damping else "")
+             # (rounded: a float32 mean of zeros can log as 2e-8)
+             + (f"; {round(100 * unsolved.mean, 3):.2g}% of training tasks unsolved)"
                 if math.isfinite(unsolved.mean) else ")"))
     rows.append(_sine_row(label, [r["results"]["imaml"] for r in rs]))
   flags = runs[0]["flags"] if runs else {}
@@ -475,7 +483,7 @@ def sine(records: list[dict]) -> str:
   return (table(["method", "test MSE (mean ± std over the seeds that finished)",
                  "median over seeds (diverged = worst)", "seeds"], rows)
           + f"\n\n5-shot sine regression, 1-40-40-1 MLP, T = {flags.get('inner_steps')} inner "
-          f"step(s) (iMAML: proximal SGD as in its rows, λ = {'/'.join(map(str, sorted(reg)))}, "
+          f"step(s) (iMAML: the proximal problem solved as its rows say, λ = {'/'.join(map(str, sorted(reg)))}, "
           f"{'/'.join(map(str, sorted(cg)))} CG iterations), meta-batch "
           f"{flags.get('meta_batch')}, {flags.get('steps')} meta-steps, "
           f"{flags.get('test_tasks')} test tasks per seed. Paper (Fig. 3.3, median of 30 runs): "

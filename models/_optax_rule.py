@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from metagrad.estimators import _checks
+from metagrad import _checks
 
-from .inner_loop import UpdateRule
+from ._inner_loop import UpdateRule
 
 
 def _check_optimizer(optimizer: Any) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from jax.experimental import checkify
 
-from metagrad.estimators import _checks
+from metagrad import _checks
 
 DISTANCES = ("euclidean", "cosine")
 

@@ -1,13 +1,13 @@
 """metagrad.tasks: task samplers as pure functions of a PRNG key, and datasets."""
 
 from . import evograd_toy
-from .episodes import Episode, check_episode_args, sample_episode, sample_episodes
-from .linear_classification import (LinearTask, TaskPools, make_task_pools,
+from ._episodes import Episode, check_episode_args, sample_episode, sample_episodes
+from ._linear_classification import (LinearTask, TaskPools, make_task_pools,
                                     sample_from_pool, sample_linear_task, shared_points)
-from .omniglot import (DatasetNotFoundError, load_omniglot, omniglot_splits,
+from ._omniglot import (DatasetNotFoundError, load_omniglot, omniglot_splits,
                        with_rotations)
-from .rotation import RotationTask, rotate, rotation_task
-from .sine import SineTask, sample_sine_task, sample_sine_tasks, sine
+from ._rotation import RotationTask, rotate, rotation_task
+from ._sine import SineTask, sample_sine_task, sample_sine_tasks, sine
 
 __all__ = [
     "DatasetNotFoundError", "Episode", "LinearTask", "RotationTask", "SineTask", "TaskPools",

@@ -333,8 +333,8 @@ def test_wrong_data_dir_raises_even_with_a_cache(tmp_path, omniglot):
 
 
 def test_omniglot_cache_key_changes_with_decoding_code(monkeypatch):
-  from metagrad.tasks import omniglot
-  from metagrad.tasks.omniglot import _cache_key, _data_dir
+  from metagrad.tasks import _omniglot as omniglot
+  from metagrad.tasks._omniglot import _cache_key, _data_dir
   source = _data_dir(None)
   before = _cache_key(source, 28)
   assert before != _cache_key(source, 32)

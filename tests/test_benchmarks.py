@@ -21,6 +21,10 @@ def _check_1(r):
   # Mixed mode keeps one parameter vector per step: flatter than checkpoints.
   assert memory[10]["mixed"] < memory[10]["backprop_checkpointed"]
   assert memory[10]["mixed_checkpointed"] < memory[10]["backprop"] / 2
+  # Inner Adam's two moment buffers ride along the tape; mixed mode with
+  # checkpoints keeps it flat.
+  assert memory[10]["adam"] > memory[10]["backprop"]
+  assert memory[10]["adam_mixed_checkpointed"] < memory[10]["adam"] / 2
   assert all(memory[t][f"{n}_time_s"] > 0 for t in (1, 10) for n in
              ("backprop", "backprop_checkpointed", "mixed", "mixed_checkpointed"))
 

@@ -94,7 +94,7 @@ def test_unrolled_and_vmapped_members_agree(monkeypatch, noise):
                                               temperature=0.3, noise=noise)
   unrolled = step()
   # The module, not the function of the same name that the package re-exports.
-  module = importlib.import_module("metagrad.estimators.evograd")
+  module = importlib.import_module("metagrad.estimators._evograd")
   monkeypatch.setattr(module, "UNROLL_MAX_POPULATION", 0)
   chex.assert_trees_all_close(step(), unrolled, rtol=1e-6, atol=1e-7)
 

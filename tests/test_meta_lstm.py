@@ -34,7 +34,7 @@ def test_paper_initialisation():
 
 
 def test_preprocessing():
-  from metagrad.models.meta_lstm import preprocess
+  from metagrad.models._meta_lstm import preprocess
   x = jnp.array([1.0, -1e-6, 0.0, -100.0])
   p = preprocess(x)
   np.testing.assert_allclose(p[0], [0.0, 1.0], atol=1e-7)
@@ -59,7 +59,7 @@ def _hand_written_first_order_lstm(theta0, rp, query_loss, steps):
   """Eq. (3.3) written out with Ravi & Larochelle's first-order assumption:
   the gradient and the loss fed to the gates are constants to the meta-gradient
   (stop_gradient), the cell state c = theta and the previous gates are not."""
-  from metagrad.models.meta_lstm import preprocess
+  from metagrad.models._meta_lstm import preprocess
   from jax.flatten_util import ravel_pytree
   c, unravel = ravel_pytree(theta0)
   f_prev = i_prev = jnp.zeros_like(c)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from metagrad import tasks
-from metagrad.tasks import omniglot as om
+from metagrad.tasks import _omniglot as om
 
 
 def test_counts_and_pixels(omniglot):

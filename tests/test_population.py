@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from metagrad import estimators
-from metagrad.estimators import _population
+from metagrad.estimators import _auto_chunk, _noise, _shaping
 from helpers import Quadratic, assert_unbiased, flat32, mean_over_keys
 
 SHARDED = {
@@ -67,52 +67,46 @@ def test_population_not_divisible_by_devices():
 
 def test_centered_ranks_ties_and_masks():
   v = jnp.array([3.0, 1.0, 2.0, 2.0, jnp.nan])
-  r = _population.centered_ranks(v, jnp.isfinite(v))
+  r = _shaping.centered_ranks(v, jnp.isfinite(v))
   np.testing.assert_allclose(r, [0.5, -0.5, 0.0, 0.0, 0.0])
-
-
-def test_masked_standardize():
-  v = jnp.array([1.0, 2.0, 3.0, jnp.inf])
-  w = _population.masked_standardize(v, jnp.isfinite(v))
-  ref = (np.array([1, 2, 3]) - 2) / np.std([1, 2, 3])
-  np.testing.assert_allclose(w, list(ref) + [0.0], rtol=1e-6)
 
 
 def test_antithetic_pairs_mirror():
   key = jax.random.PRNGKey(0)
-  a = _population.gaussian_direction(key, jnp.int32(4), 6, jnp.float32, antithetic=True)
-  b = _population.gaussian_direction(key, jnp.int32(5), 6, jnp.float32, antithetic=True)
+  a = _noise.gaussian_direction(key, jnp.int32(4), 6, jnp.float32, antithetic=True)
+  b = _noise.gaussian_direction(key, jnp.int32(5), 6, jnp.float32, antithetic=True)
   np.testing.assert_array_equal(a, -b)
 
 
 def test_auto_chunk_size_fits_directions_in_cache_on_cpu():
-  mib2 = _population.AUTO_NOISE_BYTES
-  assert _population.auto_chunk_size(32, 10_000, jnp.float32) is None      # 1.3 MB: all at once
-  assert _population.auto_chunk_size(32, 100_000, jnp.float32) == 4        # 5 fit -> 4
+  mib2 = _auto_chunk.NOISE_BYTES
+  auto = lambda *a, **k: _auto_chunk.plan(*a, **k).chunk_size
+  assert auto(32, 10_000, jnp.float32) is None      # 1.3 MB: all at once
+  assert auto(32, 100_000, jnp.float32) == 4        # 5 fit -> 4
   # None fits: two at a time when the loss is compute-bound (an MLP on a batch: ~512 flops
   # per parameter; unknown flops count as compute-bound), unless two members' work is too
   # large; an elementwise loss (~7 flops per parameter) one at a time.
-  assert _population.auto_chunk_size(32, 1_000_000, jnp.float32) == 2
-  assert _population.auto_chunk_size(32, 1_000_000, jnp.float32, unit_flops=5.1e8) == 2
-  assert _population.auto_chunk_size(32, 1_000_000, jnp.float32, unit_flops=7e6) == 1
-  assert _population.auto_chunk_size(32, 1_000_000, jnp.float32, unit_bytes=200 * 2**20) == 1
+  assert auto(32, 1_000_000, jnp.float32) == 2
+  assert auto(32, 1_000_000, jnp.float32, unit_flops=5.1e8) == 2
+  assert auto(32, 1_000_000, jnp.float32, unit_flops=7e6) == 1
+  assert auto(32, 1_000_000, jnp.float32, unit_bytes=200 * 2**20) == 1
   # Activation-heavy members (a conv ProtoNet episode: ~9.4 MiB each) run one at a time.
-  assert _population.auto_chunk_size(64, 7_248, jnp.float32, unit_bytes=9_870_000) == 1
-  assert _population.auto_chunk_size(64, 100_000, jnp.float32, unit_bytes=3_540_000) == 4
-  assert _population.auto_chunk_size(32, 100_000, jnp.float64) == 2
-  chunk = _population.auto_chunk_size(64, 30_000, jnp.float32)
+  assert auto(64, 7_248, jnp.float32, unit_bytes=9_870_000) == 1
+  assert auto(64, 100_000, jnp.float32, unit_bytes=3_540_000) == 4
+  assert auto(32, 100_000, jnp.float64) == 2
+  chunk = auto(64, 30_000, jnp.float32)
   assert chunk * 30_000 * 4 <= mib2 < 2 * chunk * 30_000 * 4
 
 
 def test_member_cost_tells_elementwise_from_matmul_losses():
   """The flops that steer the two-at-a-time rule come from XLA's cost analysis."""
   d = 4096
-  elementwise = _population.member_cost(lambda x: jnp.mean(jnp.sin(x) ** 2), jnp.zeros(d))
+  elementwise = _auto_chunk.member_cost(lambda x: jnp.mean(jnp.sin(x) ** 2), jnp.zeros(d))
   w = jnp.ones((256, 64))
-  matmul = _population.member_cost(
+  matmul = _auto_chunk.member_cost(
       lambda x: jnp.mean((w @ x.reshape(64, -1)) ** 2), jnp.zeros(d))
   assert elementwise.temp_bytes >= 0 and matmul.temp_bytes >= 0
-  assert 0 < elementwise.flops < _population.AUTO_PAIR_FLOPS * d <= matmul.flops
+  assert 0 < elementwise.flops < _auto_chunk.PAIR_FLOPS * d <= matmul.flops
 
 
 def test_auto_pairs_only_compute_bound_members_and_ignores_noise_flops():
@@ -123,9 +117,13 @@ def test_auto_pairs_only_compute_bound_members_and_ignores_noise_flops():
   losses = {1: lambda p: jnp.mean(jnp.sin(p["w"]) ** 2),
             2: lambda p: jnp.mean((x @ p["w"].reshape(1000, 1000)) ** 2)}
   for expected, loss in losses.items():
-    jax.jit(lambda p, k: estimators.es(loss, p, k, population=8)).lower(
-        {"w": jnp.zeros(d)}, jax.random.PRNGKey(1))
-    assert _population.last_auto[2] == expected
+    # The plan is static in the returned info: tracing shows it, nothing runs.
+    info = jax.eval_shape(lambda p, k: estimators.es(loss, p, k, population=8,
+                                                     return_info=True)[1],
+                          {"w": jnp.zeros(d)}, jax.random.PRNGKey(1))
+    assert info.chunk_plan == _auto_chunk.ChunkPlan(
+        4, expected, True, info.chunk_plan.unit_bytes, info.chunk_plan.unit_flops)  # 4 pairs
+    assert info.chunk_plan.unit_bytes > 0 and info.chunk_plan.unit_flops > 0
 
 
 def test_auto_chunking_changes_only_summation_order():
@@ -136,7 +134,10 @@ def test_auto_chunking_changes_only_summation_order():
   run = lambda c: jax.jit(lambda p: estimators.es(loss, p, key, sigma=0.1, population=8,
                                                   shaping="centered_rank", chunk_size=c))(params)
   auto = run("auto")
-  assert _population.last_auto[2] == 1
+  plan = jax.eval_shape(lambda p: estimators.es(loss, p, key, sigma=0.1, population=8,
+                                                shaping="centered_rank",
+                                                return_info=True)[1], params).chunk_plan
+  assert plan.auto and plan.chunk_size == 1
   one, full = run(1), run(None)   # None: one chunk whose directions serve both passes
   np.testing.assert_array_equal(auto["x"], one["x"])
   np.testing.assert_allclose(auto["x"], full["x"], rtol=1e-5, atol=1e-6)
@@ -157,7 +158,7 @@ def test_one_pass_sum_is_well_conditioned_with_large_loss_offsets(shaping, antit
   out = flat32(estimators.es(loss, params, key, sigma=sigma, population=population,
                              antithetic=antithetic, shaping=shaping, chunk_size=4))
   per_unit = 2 if antithetic else 1
-  z = np.stack([np.asarray(_population.gaussian_direction(key, jnp.int32(u), 40, jnp.float32,
+  z = np.stack([np.asarray(_noise.gaussian_direction(key, jnp.int32(u), 40, jnp.float32,
                                                           antithetic=False))
                 for u in range(population // per_unit)])
   signs = [1.0, -1.0][:per_unit]
@@ -177,8 +178,8 @@ def test_table_noise_moments_and_cross_member_correlation():
   dirs = []
   for k in range(20):
     key = jax.random.PRNGKey(k)
-    table = _population.noise_table(key, size, jnp.float32)
-    dirs.append(jax.vmap(lambda u: _population.table_direction(table, key, u, size))(
+    table = _noise.noise_table(key, size, jnp.float32)
+    dirs.append(jax.vmap(lambda u: _noise.table_direction(table, key, u, size))(
         jnp.arange(units)))
   z = np.asarray(jnp.concatenate(dirs), np.float64)            # [20 * 64, size]
   n = z.size

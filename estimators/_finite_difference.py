@@ -7,7 +7,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from . import _checks, _population, _tree
+from .. import _checks
+from . import _chunking, _perturbation, _tree
 
 SCHEMES = ("forward", "central")
 
@@ -57,7 +58,7 @@ def finite_difference(loss_fn: Callable[[Any], Any], params: Any,
     num_coordinates: ``None`` (all D coordinates) or the number drawn per call.
     chunk_size: candidates evaluated at once; peak memory O(chunk_size * D).
       ``"auto"`` (default) measures one candidate's memory and bounds the
-      chunk (``_population.auto_chunk_size``); ``None`` evaluates all at once.
+      chunk (``return_info=True`` reports the plan); ``None`` evaluates all at once.
     axis_name: inside ``shard_map``/``pmap``, split coordinates over this axis
       (the key, if any, must be the same on every device).
     has_aux: ``loss_fn`` returns ``(loss, aux)``; the result is
@@ -105,15 +106,15 @@ def finite_difference(loss_fn: Callable[[Any], Any], params: Any,
     return jnp.where(run != 0, rise / jnp.where(run != 0, run, 1.0), 0.0)
 
   if num_coordinates is None:
-    grad = _population.coordinate_values(derivative, size, chunk_size, axis_name)
+    grad, plan = _chunking.coordinate_values(derivative, size, chunk_size, axis_name)
   else:
     drawn = jax.random.choice(key, size, (num_coordinates,), replace=False)
-    values = _population.coordinate_values(lambda i: derivative(drawn[i]), num_coordinates,
-                                           chunk_size, axis_name)
+    values, plan = _chunking.coordinate_values(lambda i: derivative(drawn[i]), num_coordinates,
+                                               chunk_size, axis_name)
     grad = jnp.zeros((size,), dtype).at[drawn].set(values * (size / num_coordinates))
   finite = jnp.isfinite(grad)
   # Non-finite differences are left out (0); if none is finite, NaN (never a silent zero).
   grads = unflatten(jnp.where(finite, grad, jnp.where(finite.any(), 0.0, jnp.nan)))
   members = size if num_coordinates is None else num_coordinates
-  info = _population.PopulationInfo(members, (~finite).sum().astype(jnp.int32))
+  info = _perturbation.PopulationInfo(members, (~finite).sum().astype(jnp.int32), plan)
   return _checks.with_aux(grads, loss_fn, (params,), has_aux, info, return_info)

@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import jax
 
-from . import _checks
+from .. import _checks
 
 
 def backprop(loss_fn: Callable[[Any], Any], params: Any, key: jax.Array | None = None, *,

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from metagrad.estimators import _checks
+from metagrad import _checks
 
 
 class LinearTask(NamedTuple):

@@ -1,4 +1,12 @@
-"""Keyed Gaussian draws, bit for bit ``jax.random.normal``, fused on CPU.
+"""Noise: every sampling estimator's directions, keyed by member index.
+
+Member ``i``'s direction is regenerated on demand from ``fold_in(key, i)``
+(antithetic pairs share ``fold_in(key, i // 2)`` with opposite signs): no
+``P x D`` matrix is ever stored, and a member's noise does not depend on how
+the population is chunked or sharded. ``noise="table"`` slices directions out
+of one per-call table instead (OpenAI-ES's shared noise table).
+
+Keyed Gaussian draws, bit for bit ``jax.random.normal``, fused on CPU.
 
 Every sampling estimator spends most of its time drawing directions: at
 D = 1e6 an ``es`` step draws tens of millions of normals, twice with centered
@@ -123,3 +131,34 @@ def _draw(words, shape, dtype) -> jax.Array:
   high = lax.convert_element_type(np.array(1.0, dtype), dtype)
   u = lax.max(low, floats * (high - low) + low)
   return lax.mul(np.array(np.sqrt(2), dtype), lax.erf_inv(u)).reshape(shape)
+
+
+NOISES = ("normal", "table")
+# noise="table": the table holds size + max(size, TABLE_MIN_SLACK) entries.
+TABLE_MIN_SLACK = 1 << 16
+
+
+def noise_table(key: jax.Array, size: int, dtype) -> jax.Array:
+  """The per-call Gaussian table of ``noise="table"``: ``size + slack`` draws
+  from a key derived from ``key`` (slack = max(size, 65,536))."""
+  slack = max(size, TABLE_MIN_SLACK)
+  return normal(jax.random.fold_in(key, 0x7AB1E), (size + slack,), dtype)
+
+
+def table_direction(table: jax.Array, key: jax.Array, index: jax.Array, size: int) -> jax.Array:
+  """Member ``index``'s direction under ``noise="table"``: the ``size``-slice
+  of ``table`` at the offset ``randint(fold_in(key, index))`` (OpenAI-ES's
+  shared noise table, Salimans et al. 2017, arXiv:1703.03864, drawn afresh
+  from the key)."""
+  slack = table.shape[0] - size
+  offset = jax.random.randint(jax.random.fold_in(key, index), (), 0, slack)
+  return jax.lax.dynamic_slice(table, (offset,), (size,))
+
+
+def gaussian_direction(key: jax.Array, index: jax.Array, size: int, dtype,
+                       *, antithetic: bool) -> jax.Array:
+  """Member ``index``'s ``N(0, I)`` direction (pairs ``2u, 2u+1`` mirror ``z_u``)."""
+  if antithetic:
+    z = gaussian_direction(key, index // 2, size, dtype, antithetic=False)
+    return jnp.where(index % 2 == 0, z, -z)
+  return normal(jax.random.fold_in(key, index), (size,), dtype)

@@ -208,3 +208,15 @@ def with_aux(result: Any, fn: Callable[..., Any], args: tuple, has_aux: bool,
   if boolean("return_info", return_info):
     out = (*out, info)
   return out if len(out) > 1 else out[0]
+
+
+def bilevel(train_loss: Callable, params: Any, hparams: Any, val_loss: Callable | None = None,
+            has_aux: bool = False) -> None:
+  """The hypergradient estimators' shared checks: floating ``params`` and
+  ``hparams``, scalar ``train_loss(params, hparams)`` and (if given)
+  ``val_loss(params, hparams)``."""
+  float_pytree("params", params)
+  float_pytree("hparams", hparams)
+  scalar_loss("train_loss", train_loss, params, hparams)
+  if val_loss is not None:
+    scalar_loss("val_loss", val_loss, params, hparams, has_aux=has_aux)

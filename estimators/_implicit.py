@@ -30,8 +30,7 @@ import jax.numpy as jnp
 import optax
 from jax.scipy.sparse.linalg import cg
 
-from . import _autodiff, _checks
-from .evograd import _check_bilevel
+from .. import _autodiff, _checks
 
 SOLVERS = ("cg", "neumann")
 
@@ -94,7 +93,7 @@ def implicit(train_loss: Callable[[Any, Any], jax.Array],
   _checks.number("damping", damping, minimum=0.0)
   _checks.number("tol", tol, minimum=0.0)
   _checks.positive("neumann_step", neumann_step)
-  _check_bilevel(train_loss, params, hparams, val_loss, has_aux)
+  _checks.bilevel(train_loss, params, hparams, val_loss, has_aux)
   value = (lambda p, h: val_loss(p, h)[0]) if has_aux else val_loss
 
   grad_theta = lambda p, h: jax.grad(train_loss)(p, h)

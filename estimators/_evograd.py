@@ -13,20 +13,13 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from . import _checks, _normal
-from .backprop import backprop
+from .. import _checks
+from . import _noise
+from ._backprop import backprop
 
 NOISES = ("gaussian", "sign")
 # Up to this many members are unrolled in the traced program; more are vmapped.
 UNROLL_MAX_POPULATION = 8
-
-
-def _check_bilevel(train_loss, params, hparams, val_loss=None, has_aux=False):
-  _checks.float_pytree("params", params)
-  _checks.float_pytree("hparams", hparams)
-  _checks.scalar_loss("train_loss", train_loss, params, hparams)
-  if val_loss is not None:
-    _checks.scalar_loss("val_loss", val_loss, params, hparams, has_aux=has_aux)
 
 
 def member_noise(key: jax.Array, member, params: Any, *, sigma: float,
@@ -40,8 +33,8 @@ def member_noise(key: jax.Array, member, params: Any, *, sigma: float,
   ``sigma * s`` with fair random signs ``s``, taken 32 at a time from the bits
   of uniform 32-bit words, so one threefry draw serves 32 entries (one
   member's noise for a 1,200 x 1,000 weight, jitted, on this project's 2-core
-  CPU: 1.6 ms against 5.5 ms for a normal per entry drawn with ``_normal``'s
-  fused rounds, 8.9 ms with ``jax.random.normal``).
+  CPU: 1.6 ms against 5.5 ms for a normal per entry drawn with the library's
+  fused Threefry rounds, 8.9 ms with ``jax.random.normal``).
 
   Args:
     key: the EvoGrad call's PRNG key.
@@ -58,7 +51,7 @@ def member_noise(key: jax.Array, member, params: Any, *, sigma: float,
     if noise == "sign":
       z = _random_signs(k, shape)
     else:
-      z = _normal.normal(k, shape, jnp.float32)
+      z = _noise.normal(k, shape, jnp.float32)
     out.append((sigma * z).astype(jnp.result_type(leaf)))
   return jax.tree_util.tree_unflatten(treedef, out)
 
@@ -108,7 +101,7 @@ def evolutionary_step(train_loss: Callable[[Any, Any], jax.Array], params: Any,
   _checks.positive("temperature", temperature)
   population = _checks.population(population, antithetic=False)
   noise = _checks.choice("noise", noise, NOISES)
-  _check_bilevel(train_loss, params, hparams)
+  _checks.bilevel(train_loss, params, hparams)
   loss_at = lambda e: jnp.asarray(
       train_loss(jax.tree_util.tree_map(jnp.add, params, e), hparams), jnp.float32)
   draw = lambda k: member_noise(key, k, params, sigma=sigma, noise=noise)
@@ -176,7 +169,7 @@ def evograd(train_loss: Callable[[Any, Any], jax.Array],
     A pytree shaped and typed like ``hparams``; with ``has_aux``,
     ``(hypergrads, aux)``.
   """
-  _check_bilevel(train_loss, params, hparams, val_loss, has_aux)
+  _checks.bilevel(train_loss, params, hparams, val_loss, has_aux)
   objective = evolutionary_objective(
       train_loss, val_loss, params, key, population=population, sigma=sigma,
       temperature=temperature, noise=noise)

@@ -13,7 +13,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from . import _checks, _population
+from .. import _checks
+from . import _perturbation
 
 
 def es_wsr(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
@@ -55,7 +56,7 @@ def es_wsr(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
       ``"auto"`` (default): measured -- all at once when it fits, else chunks
       bounded by cache-sized noise and one member's compiled temporaries,
       two at a time for large compute-bound members (XLA's memory and cost
-      analysis of one member; ``_population.auto_chunk_size``). Chunking
+      analysis of one member; ``return_info=True`` reports the plan). Chunking
       never changes a member's noise, only float summation order.
     axis_name: inside ``shard_map``/``pmap``, split the population over this
       axis (section II-F: each core evaluates its members, the gradient is
@@ -72,16 +73,11 @@ def es_wsr(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
   Returns:
     A pytree shaped and typed like ``params``; with ``has_aux``, ``(grads, aux)``.
   """
-  _checks.prng_key("key", key)
-  _checks.positive("sigma", sigma)
-  antithetic = _checks.boolean("antithetic", antithetic)
-  population = _checks.population(population, antithetic=antithetic)
-  chunk_size = _checks.chunk_size(chunk_size, allow_auto=True)
-  noise = _checks.choice("noise", noise, _population.NOISES)
-  _checks.float_pytree("params", params)
+  population, antithetic, chunk_size, noise = _perturbation.check_arguments(
+      key, sigma, population, antithetic, chunk_size, noise, params)
   loss = _checks.scalar_loss("loss_fn", loss_fn, params, has_aux=has_aux)
   # eps_i = sigma * z_i, so (1/P) sum w_i eps_i = (sigma / P) sum w_i z_i.
-  grads, info = _population.perturbation_gradient(
+  grads, info = _perturbation.perturbation_gradient(
       loss, params, key, sigma=sigma, population=population,
       antithetic=antithetic, shaping="standardize",
       noise_scale=lambda n: sigma / jnp.maximum(n, 1),

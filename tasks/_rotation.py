@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metagrad.estimators import _checks
+from metagrad import _checks
 
 
 def rotate(images: jax.Array, degrees) -> jax.Array:

@@ -33,9 +33,9 @@ import math
 import jax
 import jax.numpy as jnp
 
-from metagrad.estimators import _checks
+from metagrad import _checks
 
-from .inner_loop import UpdateRule, support_gradient
+from ._inner_loop import UpdateRule, support_gradient
 
 
 def _as_matrix_stack(x):

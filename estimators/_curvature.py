@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import eigh_tridiagonal
 
-from . import _autodiff, _checks, _tree
+from .. import _autodiff, _checks
+from . import _tree
 
 
 class Extremes(NamedTuple):

@@ -8,9 +8,9 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from metagrad.estimators import _checks
+from metagrad import _checks
 
-from .conv4 import max_pool_2x2
+from ._conv4 import max_pool_2x2
 
 
 def _transform(forward) -> hk.Transformed:

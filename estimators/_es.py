@@ -12,9 +12,10 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from . import _checks, _population
+from .. import _checks
+from . import _perturbation, _shaping
 
-SHAPINGS = _population.SHAPINGS
+SHAPINGS = _shaping.SHAPINGS
 
 
 def es(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
@@ -53,7 +54,7 @@ def es(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
       ``"auto"`` (default): measured -- all at once when it fits, else chunks
       bounded by cache-sized noise and one member's compiled temporaries,
       two at a time for large compute-bound members (XLA's memory and cost
-      analysis of one member; ``_population.auto_chunk_size``). Chunking
+      analysis of one member; ``return_info=True`` reports the plan). Chunking
       never changes a member's noise, only float summation order.
     axis_name: inside ``shard_map``/``pmap``, split the population over this
       axis; every device returns the same (all-reduced) gradient. The key must
@@ -71,16 +72,11 @@ def es(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
     A pytree shaped and typed like ``params`` (a gradient: subtract it to
     descend); with ``has_aux``, ``(grads, aux)``.
   """
-  _checks.prng_key("key", key)
-  _checks.positive("sigma", sigma)
-  population = _checks.population(population, antithetic=antithetic)
+  population, antithetic, chunk_size, noise = _perturbation.check_arguments(
+      key, sigma, population, antithetic, chunk_size, noise, params)
   shaping = _checks.choice("shaping", shaping, SHAPINGS)
-  chunk_size = _checks.chunk_size(chunk_size, allow_auto=True)
-  antithetic = _checks.boolean("antithetic", antithetic)
-  noise = _checks.choice("noise", noise, _population.NOISES)
-  _checks.float_pytree("params", params)
   loss = _checks.scalar_loss("loss_fn", loss_fn, params, has_aux=has_aux)
-  grads, info = _population.perturbation_gradient(
+  grads, info = _perturbation.perturbation_gradient(
       loss, params, key, sigma=sigma, population=population,
       antithetic=antithetic, shaping=shaping,
       noise_scale=lambda n: 1.0 / (jnp.maximum(n, 1) * sigma),

@@ -15,7 +15,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from metagrad.estimators import _autodiff, _checks
+from metagrad import _autodiff, _checks
 
 Params = Any
 

@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from metagrad.estimators import _checks
+from metagrad import _checks
 
-from .inner_loop import UpdateRule
+from ._inner_loop import UpdateRule
 
 INPUTS = ("gradient", "loss", "ema_gradient", "ema_update", "time")
 

@@ -6,7 +6,8 @@ from typing import Any, Callable
 
 import jax
 
-from . import _autodiff, _checks, _population, _tree
+from .. import _autodiff, _checks
+from . import _chunking, _tree
 
 
 @_autodiff.traces_forward_mode
@@ -27,7 +28,7 @@ def forward_mode(loss_fn: Callable[[Any], Any], params: Any,
     key: unused; accepted for the common signature.
     chunk_size: basis directions pushed forward at once (``vmap``); the rest
       run sequentially. ``"auto"`` (default) measures one JVP's memory and
-      bounds the chunk (``_population.auto_chunk_size``); ``None`` pushes all
+      bounds the chunk; ``None`` pushes all
       D at once (D x D tangents: only for small D).
     axis_name: inside ``shard_map``/``pmap``, split coordinates across this axis.
     has_aux: ``loss_fn`` returns ``(loss, aux)``; the result is
@@ -50,6 +51,5 @@ def forward_mode(loss_fn: Callable[[Any], Any], params: Any,
     tangent = jax.nn.one_hot(j, size, dtype=theta.dtype)
     return jax.jvp(flat_loss, (theta,), (tangent,))[1]
 
-  grad = _population.coordinate_values(
-      directional_derivative, size, chunk_size, axis_name)
+  grad, _ = _chunking.coordinate_values(directional_derivative, size, chunk_size, axis_name)
   return _checks.with_aux(unflatten(grad), loss_fn, (params,), has_aux)

@@ -13,7 +13,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from . import _checks, _population, _tree, _unroll
+from .. import _checks
+from . import _auto_chunk, _chunking, _sharding, _tree, _unroll
 
 
 def truncated_backprop(unroll: Callable, params: Any, state: _unroll.UnrollState,
@@ -61,11 +62,11 @@ def truncated_backprop(unroll: Callable, params: Any, state: _unroll.UnrollState
     return (loss, new_inner, ok), jnp.where(ok, grad, 0.0)
 
   units = jnp.arange(n_local)
-  chunk = _population.resolve_chunk_size(chunk_size, n_local, theta.shape[0], theta.dtype,
-                                         particle, units[0])
-  (losses, inner, ok), total = _population.map_and_sum(particle, units, chunk)
-  kept = _population.allreduce(ok.sum(), axis_name)
-  grad = _population.allreduce(total, axis_name) / jnp.maximum(kept, 1).astype(total.dtype)
+  chunk = _auto_chunk.resolve(chunk_size, n_local, theta.shape[0], theta.dtype,
+                              particle, units[0]).chunk_size
+  (losses, inner, ok), total = _chunking.map_and_sum(particle, units, chunk)
+  kept = _sharding.allreduce(ok.sum(), axis_name)
+  grad = _sharding.allreduce(total, axis_name) / jnp.maximum(kept, 1).astype(total.dtype)
   grad = jnp.where(kept > 0, grad, jnp.nan)          # no finite particle: NaN, not zero
   state = state._replace(inner=inner, window=state.window + 1, loss=losses)
   return unflatten(grad), state

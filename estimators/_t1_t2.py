@@ -10,8 +10,7 @@ from typing import Any, Callable
 
 import jax
 
-from . import _checks
-from .evograd import _check_bilevel
+from .. import _checks
 
 
 def t1_t2(train_loss: Callable[[Any, Any], jax.Array],
@@ -44,7 +43,7 @@ def t1_t2(train_loss: Callable[[Any, Any], jax.Array],
   """
   del key
   _checks.positive("inner_lr", inner_lr)
-  _check_bilevel(train_loss, params, hparams, val_loss, has_aux)
+  _checks.bilevel(train_loss, params, hparams, val_loss, has_aux)
 
   def objective(h):
     g = jax.grad(train_loss)(params, h)

@@ -11,7 +11,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from . import _autodiff, _checks, _population, _tree
+from .. import _autodiff, _checks
+from . import _auto_chunk, _chunking, _noise, _perturbation, _sharding, _tree
 
 
 @_autodiff.traces_forward_mode
@@ -62,21 +63,22 @@ def forward_gradient(loss_fn: Callable[[Any], Any], params: Any,
     return loss(unflatten(vector)).astype(dtype)
 
   def direction(i):
-    return _population.gaussian_direction(key, i, size, dtype, antithetic=False)
+    return _noise.gaussian_direction(key, i, size, dtype, antithetic=False)
 
   def directional_derivative(i):
     return jax.jvp(flat_loss, (theta,), (direction(i),))[1]
 
-  indices = _population.local_indices(num_directions, axis_name, name="num_directions")
-  chunk_size = _population.resolve_chunk_size(chunk_size, indices.shape[0], size, dtype,
-                                              directional_derivative, indices[0])
-  slopes = _population.map_members(directional_derivative, indices, chunk_size)
+  indices = _sharding.local_indices(num_directions, axis_name, name="num_directions")
+  plan = _auto_chunk.resolve(chunk_size, indices.shape[0], size, dtype,
+                             directional_derivative, indices[0])
+  slopes = _chunking.map_members(directional_derivative, indices, plan.chunk_size)
   finite = jnp.isfinite(slopes)
-  kept = _population.allreduce(finite.sum(), axis_name)
+  kept = _sharding.allreduce(finite.sum(), axis_name)
   # Non-finite directional derivatives are left out; none left gives NaN.
   weights = jnp.where(finite, slopes, 0.0) / jnp.maximum(kept, 1).astype(dtype)
-  grad = _population.weighted_direction_sum(
-      direction, weights, indices, size, dtype, chunk_size, axis_name)
+  grad = _chunking.weighted_direction_sum(
+      direction, weights, indices, size, dtype, plan.chunk_size, axis_name)
   grad = jnp.where(kept > 0, grad, jnp.nan)
-  info = _population.PopulationInfo(num_directions, (num_directions - kept).astype(jnp.int32))
+  info = _perturbation.PopulationInfo(num_directions, (num_directions - kept).astype(jnp.int32),
+                                      plan)
   return _checks.with_aux(unflatten(grad), loss_fn, (params,), has_aux, info, return_info)

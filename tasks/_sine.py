@@ -7,7 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from metagrad.estimators import _checks
+from metagrad import _checks
 
 AMPLITUDE = (0.1, 5.0)
 PHASE = (0.0, jnp.pi)

@@ -6,7 +6,7 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from metagrad.estimators import _checks
+from metagrad import _checks
 
 POOLINGS = ("flatten", "global_mean")
 
