@@ -654,7 +654,15 @@ REPORTS: dict[str, Callable[[list[dict]], str]] = {
     "imaml": imaml,
     "scales": scales,
     "benchmarks": benchmarks,
+    "optax_inner_loop": lambda records: _example_report("optax_inner_loop", records),
 }
+
+
+def _example_report(name: str, records: list[dict]) -> str:
+  """The table of an example that owns its report (``examples.<name>.report``),
+  given its runs (those under ``<name>/``)."""
+  import importlib
+  return importlib.import_module(f"examples.{name}").report(under(records, name))
 
 
 def render(records: list[dict], names: Iterable[str] | None = None,

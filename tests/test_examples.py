@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from examples import (es_protonet, estimator_showdown, evograd_rotation, evograd_toy,
-                      imaml_omniglot, meta_optimizers, report, sine_meta_learning,
-                      unrolled_optimization)
+                      imaml_omniglot, meta_optimizers, optax_inner_loop, report,
+                      sine_meta_learning, unrolled_optimization)
 
 SMOKE = {
     "estimator_showdown": (estimator_showdown, [], ["showdown.png", "results.json"]),
@@ -98,6 +98,27 @@ def test_imaml_omniglot_smoke_reports_how_far_each_inner_loop_got(method, tmp_pa
     assert low.shape == (2,) and np.all(np.isfinite(low)) and np.all(low < high), spectrum
     assert spectrum["indefinite_below"] == floor
     assert spectrum["fraction_indefinite"] == np.mean(low < floor)
+
+
+def test_optax_inner_loop_smoke_learns_adams_rate_under_es_wsr_and_reports_it(tmp_path):
+  # The swap the example is about: the meta-learned Adam rate through ES-WSR.
+  out = tmp_path / "optax_inner_loop" / "es_wsr"
+  optax_inner_loop.main(["--smoke", "--inner", "adam_learned_lr", "--estimator", "es_wsr",
+                         "--out", str(out)])
+  row = json.loads((out / "results.json").read_text())["results"]["adam_learned_lr"]
+  assert np.isfinite(row["test_mse"]) and row["meta_gradient_temp_bytes"] > 0
+  # ES moved the learned rate off its start (0.01) by a meta-step or more.
+  assert row["learning_rate"] != 0.01 and abs(row["learning_rate"] - 0.01) < 0.01
+  block = report.render(report.load(tmp_path), ["optax_inner_loop"])["optax_inner_loop"]
+  assert "| es_wsr | 4 | Adam, meta-learned lr (from 0.01) |" in block, block
+
+
+def test_sine_imaml_with_the_lbfgs_solver_solves_every_task(tmp_path):
+  sine_meta_learning.main(["--smoke", "--method", "imaml", "--imaml_solver", "lbfgs",
+                           "--imaml_steps", "5", "--out", str(tmp_path)])
+  row = json.loads((tmp_path / "results.json").read_text())["results"]["imaml"]
+  assert np.isfinite(row["test_mse"]) and row["diverged_at"] is None
+  assert row["unsolved_tasks"] < 1e-6
 
 
 def test_imaml_omniglot_refuses_negative_damping(tmp_path):
