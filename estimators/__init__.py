@@ -30,6 +30,7 @@ from ._truncated_es import truncated_es
 from ._auto_chunk import ChunkPlan
 from ._perturbation import PopulationInfo
 from ._registry import REGISTRY, EstimatorSpec, names as _names
+from ._types import FirstOrderEstimator, HypergradientEstimator, UnrolledEstimator
 from ._unroll import UnrollState, full_unroll, init_state
 
 # Derived from the one registry (estimators/_registry.py).
@@ -43,6 +44,7 @@ __all__ = [
     "forward_mode", "imaml", "implicit", "proximal", "t1_t2",
     "truncated_backprop", "truncated_es", "pes", "noise_reuse_es", "init_state", "full_unroll",
     "UnrollState", "PopulationInfo", "ChunkPlan", "FIRST_ORDER", "HYPERGRADIENT", "UNROLLED", "Extremes",
-    "REGISTRY", "EstimatorSpec", "ImamlInfo",
+    "REGISTRY", "EstimatorSpec", "ImamlInfo", "FirstOrderEstimator", "HypergradientEstimator",
+    "UnrolledEstimator",
     "hessian_extreme_eigenvalues",
 ]

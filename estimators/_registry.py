@@ -11,7 +11,7 @@ from __future__ import annotations
 import types
 from typing import Any, Callable, Mapping, NamedTuple
 
-from . import _antithetic, _noise, _unroll
+from . import _antithetic, _noise, _types, _unroll
 from ._backprop import backprop
 from ._es import SHAPINGS, es
 from ._es_wsr import es_wsr
@@ -26,7 +26,7 @@ from ._t1_t2 import t1_t2
 from ._truncated_backprop import truncated_backprop
 from ._truncated_es import truncated_es
 
-FAMILIES = ("first_order", "hypergradient", "unrolled")
+FAMILIES = tuple(_types.POSITIONAL)
 
 
 class EstimatorSpec(NamedTuple):
@@ -45,7 +45,7 @@ class EstimatorSpec(NamedTuple):
     sharded: whether it takes ``axis_name`` to split its members over devices.
   """
   name: str
-  fn: Callable
+  fn: _types.FirstOrderEstimator | _types.HypergradientEstimator | _types.UnrolledEstimator
   family: str
   test_kwargs: Mapping[str, Any]
   choices: Mapping[str, tuple[str, ...]]

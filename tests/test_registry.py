@@ -18,11 +18,8 @@ import pytest
 from metagrad import estimators
 from helpers import smooth_loss
 
-CONVENTIONS = {
-    "first_order": ("loss_fn", "params", "key"),
-    "hypergradient": ("train_loss", "val_loss", "params", "hparams", "key"),
-    "unrolled": ("unroll", "params", "state", "key"),
-}
+# The calling conventions' leading arguments, as the Protocols declare them.
+CONVENTIONS = estimators._types.POSITIONAL
 # Public functions with an estimator's leading arguments that are not estimators.
 NOT_ESTIMATORS = {"hessian_extreme_eigenvalues"}   # (loss_fn, params, key) -> eigenvalues
 REGISTRY = estimators.REGISTRY
@@ -43,6 +40,19 @@ def test_every_public_estimator_is_registered_and_nothing_else():
     assert getattr(estimators, name) is spec.fn and spec.name == name
   for family in CONVENTIONS:
     assert getattr(estimators, family.upper()) == estimators._registry.names(family)
+
+
+def test_hyperparameters_are_keyword_only_and_the_protocols_match():
+  protocols = {"first_order": estimators.FirstOrderEstimator,
+               "hypergradient": estimators.HypergradientEstimator,
+               "unrolled": estimators.UnrolledEstimator}
+  for spec in REGISTRY.values():
+    lead = CONVENTIONS[spec.family]
+    params = list(inspect.signature(spec.fn).parameters.values())
+    assert tuple(p.name for p in params[:len(lead)]) == lead, spec.name
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[len(lead):]), spec.name
+    declared = list(inspect.signature(protocols[spec.family].__call__).parameters)[1:]
+    assert tuple(declared[:len(lead)]) == lead, spec.family
 
 
 def test_declared_choices_and_sharding_match_the_signatures():
