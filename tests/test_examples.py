@@ -100,17 +100,23 @@ def test_imaml_omniglot_smoke_reports_how_far_each_inner_loop_got(method, tmp_pa
     assert spectrum["fraction_indefinite"] == np.mean(low < floor)
 
 
-def test_optax_inner_loop_smoke_learns_adams_rate_under_es_wsr_and_reports_it(tmp_path):
-  # The swap the example is about: the meta-learned Adam rate through ES-WSR.
-  out = tmp_path / "optax_inner_loop" / "es_wsr"
-  optax_inner_loop.main(["--smoke", "--inner", "adam_learned_lr", "--estimator", "es_wsr",
-                         "--out", str(out)])
-  row = json.loads((out / "results.json").read_text())["results"]["adam_learned_lr"]
-  assert np.isfinite(row["test_mse"]) and row["meta_gradient_temp_bytes"] > 0
-  # ES moved the learned rate off its start (0.01) by a meta-step or more.
-  assert row["learning_rate"] != 0.01 and abs(row["learning_rate"] - 0.01) < 0.01
+def test_optax_inner_loop_smoke_learns_adams_rate_and_reports_both_tasks(tmp_path, omniglot):
+  # The swap the example is about: the meta-learned Adam rate through ES-WSR
+  # (Omniglot), and through backprop (sine).
+  runs = {"omniglot": ["--task", "omniglot", "--estimator", "es_wsr"],
+          "sine": ["--task", "sine", "--estimator", "backprop"]}
+  for task, extra in runs.items():
+    out = tmp_path / "optax_inner_loop" / task
+    optax_inner_loop.main(["--smoke", "--inner", "adam_learned_lr", "--out", str(out), *extra])
+    row = json.loads((out / "results.json").read_text())["results"]["adam_learned_lr"]
+    metric = "test_mse" if task == "sine" else "test_accuracy"
+    assert np.isfinite(row[metric]) and row["meta_gradient_temp_bytes"] > 0
+    # The learned rate moved off its start (0.01) by about a meta-step (Adam 1e-3 x 4).
+    assert row["learning_rate"] != 0.01 and abs(row["learning_rate"] - 0.01) < 0.01
   block = report.render(report.load(tmp_path), ["optax_inner_loop"])["optax_inner_loop"]
+  assert "**Sine regression**" in block and "**Omniglot**" in block, block
   assert "| es_wsr | 4 | Adam, meta-learned lr (from 0.01) |" in block, block
+  assert "| backprop | 4 | Adam, meta-learned lr (from 0.01) |" in block, block
 
 
 def test_sine_imaml_with_the_lbfgs_solver_solves_every_task(tmp_path):
