@@ -9,6 +9,8 @@ must be static (see :func:`integer`).
 
 from __future__ import annotations
 
+import sys
+import warnings
 from typing import Any, Callable
 
 import jax
@@ -220,3 +222,38 @@ def bilevel(train_loss: Callable, params: Any, hparams: Any, val_loss: Callable 
   scalar_loss("train_loss", train_loss, params, hparams)
   if val_loss is not None:
     scalar_loss("val_loss", val_loss, params, hparams, has_aux=has_aux)
+
+
+def _user_stacklevel() -> int:
+  """The ``warnings.warn`` stacklevel of the first frame outside metagrad (so a
+  deprecation points at the user's call, through any decorator)."""
+  level, frame = 1, sys._getframe(1)
+  while frame is not None and frame.f_globals.get("__name__", "").startswith("metagrad."):
+    level, frame = level + 1, frame.f_back
+  return level
+
+
+def renamed(new_name: str, new_value: Any, default: Any, old_name: str, old_value: Any) -> Any:
+  """A keyword renamed in this release: ``old_value`` (not None) wins over the
+  new keyword's ``default`` with a ``DeprecationWarning``; both given is an
+  error naming both."""
+  if old_value is None:
+    return new_value
+  if new_value is not default and new_value != default:
+    raise ValueError(f"`{old_name}` is the deprecated name of `{new_name}`: pass only "
+                     f"`{new_name}`, got both ({old_value!r} and {new_value!r}).")
+  warnings.warn(f"`{old_name}` is deprecated and will be removed in the next release: use "
+                f"`{new_name}={old_value!r}`.", DeprecationWarning,
+                stacklevel=_user_stacklevel())
+  return old_value
+
+
+def renamed_choice(name: str, value: Any, aliases: dict[str, str]) -> Any:
+  """``value``, or the current spelling of a deprecated one (with a
+  ``DeprecationWarning``)."""
+  if isinstance(value, str) and value in aliases:
+    warnings.warn(f"`{name}={value!r}` is deprecated and will be removed in the next release: "
+                  f"use `{name}={aliases[value]!r}` (the same draws).", DeprecationWarning,
+                  stacklevel=_user_stacklevel())
+    return aliases[value]
+  return value

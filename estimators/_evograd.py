@@ -17,17 +17,23 @@ from .. import _checks
 from . import _noise
 from ._backprop import backprop
 
-NOISES = ("gaussian", "sign")
+NOISES = ("normal", "sign")
+# Renamed to the vocabulary es/es_wsr use (deprecated for one release).
+NOISE_ALIASES = {"gaussian": "normal"}
+
+
+def _noise_choice(noise):
+  return _checks.choice("noise", _checks.renamed_choice("noise", noise, NOISE_ALIASES), NOISES)
 # Up to this many members are unrolled in the traced program; more are vmapped.
 UNROLL_MAX_POPULATION = 8
 
 
 def member_noise(key: jax.Array, member, params: Any, *, sigma: float,
-                 noise: str = "gaussian") -> Any:
+                 noise: str = "normal") -> Any:
   """eps_k, shaped like ``params``; leaf ``j`` of member ``k`` uses the key
   ``split(fold_in(key, k))[j]``.
 
-  ``noise="gaussian"``: ``N(0, sigma^2)`` per entry, i.e. ``sigma`` is the
+  ``noise="normal"``: ``N(0, sigma^2)`` per entry, i.e. ``sigma`` is the
   standard deviation (the paper writes ``N(0, sigma I)``; its experiments draw
   ``sigma * N(0, 1)``, the convention here). ``noise="sign"``:
   ``sigma * s`` with fair random signs ``s``, taken 32 at a time from the bits
@@ -41,8 +47,9 @@ def member_noise(key: jax.Array, member, params: Any, *, sigma: float,
     member: k, the member index.
     params: pytree whose shapes and dtypes the noise takes.
     sigma: the noise scale (standard deviation per entry).
-    noise: ``"gaussian"`` or ``"sign"``.
+    noise: ``"normal"`` or ``"sign"`` (``"gaussian"``: deprecated name of ``"normal"``).
   """
+  noise = _noise_choice(noise)
   leaves, treedef = jax.tree_util.tree_flatten(params)
   keys = jax.random.split(jax.random.fold_in(key, member), len(leaves))
   out = []
@@ -67,7 +74,7 @@ def _random_signs(key: jax.Array, shape) -> jax.Array:
 def evolutionary_step(train_loss: Callable[[Any, Any], jax.Array], params: Any,
                       hparams: Any, key: jax.Array, *, population: int = 2,
                       sigma: float = 1e-3, temperature: float = 0.05,
-                      noise: str = "gaussian") -> Any:
+                      noise: str = "normal") -> Any:
   """The putative evolutionary inner update theta* of EvoGrad (arXiv:2106.10575) section 3.2:
 
       theta_k = theta + eps_k,              k = 1..K
@@ -75,7 +82,7 @@ def evolutionary_step(train_loss: Callable[[Any, Any], jax.Array], params: Any,
       w       = softmax(-l / tau)
       theta*  = sum_k w_k theta_k  (= theta + sum_k w_k eps_k, since sum w = 1)  (eq. 4)
 
-  ``eps_k ~ N(0, sigma^2 I)`` (``noise="gaussian"``) or ``sigma`` times
+  ``eps_k ~ N(0, sigma^2 I)`` (``noise="normal"``) or ``sigma`` times
   fair random signs (``noise="sign"``, the distribution of
   ``sigma * sign(N(0, I))`` used in the authors' code and section 4.2). theta* is a differentiable function of ``hparams`` through
   the weights ``w`` alone, so ``grad`` of any loss at theta* needs first-order
@@ -91,7 +98,7 @@ def evolutionary_step(train_loss: Callable[[Any, Any], jax.Array], params: Any,
     population: K, the number of perturbed copies (>= 2).
     sigma: noise scale (standard deviation per entry, > 0).
     temperature: tau of the softmax (> 0).
-    noise: ``"gaussian"`` or ``"sign"``.
+    noise: ``"normal"`` or ``"sign"`` (``"gaussian"``: deprecated name of ``"normal"``).
 
   Returns:
     theta*, a pytree shaped and typed like ``params``.
@@ -100,7 +107,7 @@ def evolutionary_step(train_loss: Callable[[Any, Any], jax.Array], params: Any,
   _checks.positive("sigma", sigma)
   _checks.positive("temperature", temperature)
   population = _checks.population(population, antithetic=False)
-  noise = _checks.choice("noise", noise, NOISES)
+  noise = _noise_choice(noise)
   _checks.bilevel(train_loss, params, hparams)
   loss_at = lambda e: jnp.asarray(
       train_loss(jax.tree_util.tree_map(jnp.add, params, e), hparams), jnp.float32)
@@ -135,7 +142,7 @@ def evograd(train_loss: Callable[[Any, Any], jax.Array],
             val_loss: Callable[[Any, Any], Any], params: Any,
             hparams: Any, key: jax.Array, *, population: int = 2,
             sigma: float = 1e-3, temperature: float = 0.05,
-            noise: str = "gaussian", has_aux: bool = False) -> Any:
+            noise: str = "normal", has_aux: bool = False) -> Any:
   """EvoGrad hypergradient ``d val_loss(theta*(lambda), lambda) / d lambda``.
 
   EvoGrad's Table 1 (right column): reverse mode through
@@ -161,7 +168,7 @@ def evograd(train_loss: Callable[[Any, Any], jax.Array],
     population: K model copies (>= 2).
     sigma: noise scale, the standard deviation per entry (> 0).
     temperature: tau (> 0).
-    noise: ``"gaussian"`` or ``"sign"`` (sigma times fair random signs).
+    noise: ``"normal"`` or ``"sign"`` (``"gaussian"``: deprecated name of ``"normal"``) (sigma times fair random signs).
     has_aux: ``val_loss`` returns ``(loss, aux)``; the result is
       ``(hypergrads, aux)`` with ``aux`` at theta*.
 

@@ -15,10 +15,10 @@ SCHEMES = ("forward", "central")
 
 def finite_difference(loss_fn: Callable[[Any], Any], params: Any,
                       key: jax.Array | None = None, *, step: float = 1e-3,
-                      scheme: str = "forward", num_coordinates: int | None = None,
+                      scheme: str = "forward", population: int | None = None,
                       chunk_size: int | str | None = "auto",
                       axis_name: str | None = None, has_aux: bool = False,
-                      return_info: bool = False) -> Any:
+                      return_info: bool = False, num_coordinates: int | None = None) -> Any:
   """Coordinate-wise finite differences, one population member per coordinate.
 
   The paper's FD-as-ES (section II-G): candidate j is theta with coordinate j
@@ -38,7 +38,7 @@ def finite_difference(loss_fn: Callable[[Any], Any], params: Any,
   (scale-free).
 
   **Populations smaller than D.** The paper's FD runs use populations of
-  512 to 32,768 whatever D; with ``num_coordinates=n`` each call nudges ``n``
+  512 to 32,768 whatever D; with ``population=n`` each call nudges ``n``
   distinct coordinates drawn from ``key`` and leaves the others' derivative
   at 0 (``g_j * D / n`` on the drawn ones, so ``E[g] = grad`` up to the
   O(h) error): an unbiased, sparse estimate at ``n + 1`` evaluations.
@@ -52,10 +52,11 @@ def finite_difference(loss_fn: Callable[[Any], Any], params: Any,
   Args:
     loss_fn: ``params -> scalar`` (``-> (scalar, aux)`` with ``has_aux``).
     params: pytree of floating arrays (D elements in total).
-    key: PRNG key; only used with ``num_coordinates`` (else may be None).
+    key: PRNG key; only used with ``population`` (else may be None).
     step: the nudge h (> 0).
     scheme: ``"forward"`` or ``"central"``.
-    num_coordinates: ``None`` (all D coordinates) or the number drawn per call.
+    population: ``None`` (all D coordinates) or the number of coordinates
+      drawn per call.
     chunk_size: candidates evaluated at once; peak memory O(chunk_size * D).
       ``"auto"`` (default) measures one candidate's memory and bounds the
       chunk (``return_info=True`` reports the plan); ``None`` evaluates all at once.
@@ -65,6 +66,7 @@ def finite_difference(loss_fn: Callable[[Any], Any], params: Any,
       ``(grads, aux)`` with ``aux`` at ``params``.
     return_info: also return a ``PopulationInfo`` (members evaluated, how
       many were non-finite and left out), last in the result tuple.
+    num_coordinates: deprecated name of ``population`` (``DeprecationWarning``).
 
   Returns:
     A pytree shaped and typed like ``params``; with ``has_aux``, ``(grads, aux)``.
@@ -76,9 +78,10 @@ def finite_difference(loss_fn: Callable[[Any], Any], params: Any,
   loss = _checks.scalar_loss("loss_fn", loss_fn, params, has_aux=has_aux)
   theta, unflatten = _tree.flatten(params)
   size, dtype = theta.shape[0], theta.dtype
+  num_coordinates = _checks.renamed("population", population, None, "num_coordinates",
+                                    num_coordinates)
   if num_coordinates is not None:
-    num_coordinates = _checks.integer("num_coordinates", num_coordinates, minimum=1,
-                                      maximum=size)
+    num_coordinates = _checks.integer("population", num_coordinates, minimum=1, maximum=size)
     _checks.prng_key("key", key)
   base_point = _tree.flatten(unflatten(theta))[0]
 

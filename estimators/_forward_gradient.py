@@ -17,10 +17,10 @@ from . import _auto_chunk, _chunking, _noise, _perturbation, _sharding, _tree
 
 @_autodiff.traces_forward_mode
 def forward_gradient(loss_fn: Callable[[Any], Any], params: Any,
-                     key: jax.Array, *, num_directions: int = 1,
+                     key: jax.Array, *, population: int = 1,
                      chunk_size: int | str | None = "auto",
                      axis_name: str | None = None, has_aux: bool = False,
-                     return_info: bool = False) -> Any:
+                     return_info: bool = False, num_directions: int | None = None) -> Any:
   """``g = (1/K) sum_k (grad L . v_k) v_k`` with ``v_k ~ N(0, I)``.
 
   ``E[v v^T] = I`` makes ``g`` unbiased for ``grad L``; each term costs one JVP
@@ -38,7 +38,8 @@ def forward_gradient(loss_fn: Callable[[Any], Any], params: Any,
     loss_fn: ``params -> scalar`` (``-> (scalar, aux)`` with ``has_aux``).
     params: pytree of floating arrays.
     key: PRNG key.
-    num_directions: K, the number of random tangents averaged.
+    population: K, the number of random tangents averaged (the first-order
+      estimators' one name for how many members they evaluate).
     chunk_size: tangents evaluated at once; ``"auto"`` (default) measures one
       JVP's memory and bounds the chunk; ``None`` = all K.
     axis_name: inside ``shard_map``/``pmap``, split the K tangents over devices
@@ -47,6 +48,7 @@ def forward_gradient(loss_fn: Callable[[Any], Any], params: Any,
       ``(grads, aux)`` with ``aux`` at ``params``.
     return_info: also return a ``PopulationInfo`` (members evaluated, how
       many were non-finite and left out), last in the result tuple.
+    num_directions: deprecated name of ``population`` (``DeprecationWarning``).
 
   Returns:
     A pytree shaped and typed like ``params``; with ``has_aux``, ``(grads, aux)``.
@@ -54,7 +56,8 @@ def forward_gradient(loss_fn: Callable[[Any], Any], params: Any,
   _checks.prng_key("key", key)
   _checks.float_pytree("params", params)
   loss = _checks.scalar_loss("loss_fn", loss_fn, params, has_aux=has_aux)
-  num_directions = _checks.count("num_directions", num_directions)
+  population = _checks.renamed("population", population, 1, "num_directions", num_directions)
+  num_directions = _checks.count("population", population)
   chunk_size = _checks.chunk_size(chunk_size, allow_auto=True)
   theta, unflatten = _tree.flatten(params)
   size, dtype = theta.shape[0], theta.dtype
@@ -68,7 +71,7 @@ def forward_gradient(loss_fn: Callable[[Any], Any], params: Any,
   def directional_derivative(i):
     return jax.jvp(flat_loss, (theta,), (direction(i),))[1]
 
-  indices = _sharding.local_indices(num_directions, axis_name, name="num_directions")
+  indices = _sharding.local_indices(num_directions, axis_name, name="population")
   plan = _auto_chunk.resolve(chunk_size, indices.shape[0], size, dtype,
                              directional_derivative, indices[0])
   slopes = _chunking.map_members(directional_derivative, indices, plan.chunk_size)

@@ -60,7 +60,7 @@ def _spec(fn, family, test_kwargs=None, choices=None, sharded=True) -> Estimator
 REGISTRY: Mapping[str, EstimatorSpec] = types.MappingProxyType({s.name: s for s in (
     _spec(backprop, "first_order", sharded=False),
     _spec(forward_mode, "first_order", {"chunk_size": 4}),
-    _spec(forward_gradient, "first_order", {"num_directions": 3}),
+    _spec(forward_gradient, "first_order", {"population": 3}),
     _spec(es, "first_order", {"sigma": 0.1, "population": 4},
           {"shaping": SHAPINGS, "noise": _noise.NOISES}),
     _spec(es_wsr, "first_order", {"population": 4}, {"noise": _noise.NOISES}),

@@ -45,7 +45,7 @@ def build_estimator(args):
                              axis_name=AXIS, has_aux=True)
   if args.estimator == "finite_difference":
     return functools.partial(estimators.finite_difference, step=args.fd_step,
-                             num_coordinates=args.fd_coordinates, chunk_size=args.chunk_size,
+                             population=args.fd_coordinates, chunk_size=args.chunk_size,
                              axis_name=AXIS, has_aux=True)
   if args.estimator == "es":
     one = functools.partial(estimators.es, sigma=args.sigma, population=args.population,

@@ -163,7 +163,7 @@ def estimator_table(population: int):
   return {
       "backprop": estimators.backprop,
       "forward_mode": estimators.forward_mode,
-      "forward_gradient": functools.partial(estimators.forward_gradient, num_directions=64),
+      "forward_gradient": functools.partial(estimators.forward_gradient, population=64),
       "es": functools.partial(estimators.es, sigma=1e-3, population=population),
       "es_wsr": functools.partial(estimators.es_wsr, sigma=1e-3, population=population),
       "finite_difference": functools.partial(estimators.finite_difference, step=1e-3,

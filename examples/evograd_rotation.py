@@ -57,7 +57,7 @@ def main(argv=None):
                       help="independent EvoGrad draws averaged per step")
   parser.add_argument("--temperature", type=float, default=0.05)
   parser.add_argument("--sigma", type=float, default=1e-3)
-  parser.add_argument("--noise", choices=("gaussian", "sign"), default="sign")
+  parser.add_argument("--noise", choices=("normal", "sign"), default="sign")
   # T1-T2's lookahead step. The LeNet trains with Adam at 3e-4; one raw SGD
   # step of 0.1 overshoots, and lambda stalled at 9.7 degrees (seed 0, 28.5%
   # rotated-test accuracy). A small step is the linearised lookahead whose

@@ -70,7 +70,7 @@ BAD_INPUTS = [
     ("finite_difference", dict(chunk_size=0), "chunk_size"),
     ("forward_mode", dict(chunk_size=0), "chunk_size"),
     ("forward_mode", dict(chunk_size="all"), "chunk_size"),
-    ("forward_gradient", dict(num_directions=0), "num_directions"),
+    ("forward_gradient", dict(population=0), "population"),
 ]
 
 

@@ -9,6 +9,7 @@ anything else.
 
 import functools
 
+import chex
 import hypothesis
 import hypothesis.strategies as st
 import jax
@@ -141,10 +142,9 @@ BAD = [
     ("has_aux", lambda: estimators.backprop(MSE, MLP_PARAMS, has_aux=1)),
     ("loss_fn", lambda: estimators.es_wsr(MSE, MLP_PARAMS, KEY, has_aux=True)),
     ("loss_fn", lambda: estimators.forward_mode(lambda p: (MSE(p), 1.0), MLP_PARAMS)),
-    ("num_coordinates", lambda: estimators.finite_difference(MSE, MLP_PARAMS, KEY,
-                                                             num_coordinates=0)),
-    ("num_coordinates", lambda: estimators.finite_difference(MSE, MLP_PARAMS, KEY,
-                                                             num_coordinates=10**6)),
+    ("population", lambda: estimators.finite_difference(MSE, MLP_PARAMS, KEY, population=0)),
+    ("population", lambda: estimators.finite_difference(MSE, MLP_PARAMS, KEY,
+                                                        population=10**6)),
     ("population", lambda: estimators.es(MSE, MLP_PARAMS, KEY, sigma=0.1, population=True)),
     ("noise", lambda: estimators.es(MSE, MLP_PARAMS, KEY, sigma=0.1, population=4,
                                     noise="tabel")),
@@ -240,7 +240,7 @@ ALL_NON_FINITE = {
                                               shaping="centered_rank"),
     "es_wsr": lambda: estimators.es_wsr(NAN_LOSS, MLP_PARAMS, KEY, population=4),
     "forward_gradient": lambda: estimators.forward_gradient(NAN_LOSS, MLP_PARAMS, KEY,
-                                                            num_directions=3),
+                                                            population=3),
     "finite_difference": lambda: estimators.finite_difference(NAN_LOSS, MLP_PARAMS),
     "evograd": lambda: estimators.evograd(lambda p, h: NAN_LOSS(p) * h[0], lambda p, h: MSE(p),
                                           MLP_PARAMS, jnp.ones(1), KEY),
@@ -281,7 +281,7 @@ def test_return_info_counts_the_non_finite_members_exactly():
   (grads, aux, info) = estimators.finite_difference(lambda p: (fd_loss(p), 1.0), theta,
                                                     has_aux=True, return_info=True)
   assert (info.members, int(info.nonfinite), aux) == (4, 1, 1.0)
-  _, info = estimators.forward_gradient(NAN_LOSS, MLP_PARAMS, KEY, num_directions=3,
+  _, info = estimators.forward_gradient(NAN_LOSS, MLP_PARAMS, KEY, population=3,
                                         return_info=True)
   assert (info.members, int(info.nonfinite)) == (3, 3)
   _, info = estimators.es(NAN_LOSS, MLP_PARAMS, KEY, population=4, shaping="centered_rank",
@@ -397,3 +397,41 @@ def test_fuzz_rotation_task(num_classes, num_train, num_val):
     assert t.test_x.shape[0] == c * (20 - n - v) > 0
   _valid_or_value_error(lambda: tasks.rotation_task(BIG, num_classes=num_classes,
                                                     num_train=num_train, num_val=num_val), check)
+
+
+# ------------------------------------------------------ deprecated keyword names
+# One name per family for "how many members" (population) and one noise
+# vocabulary ("normal" | "table" | "sign"); the old spellings work for one
+# release with a DeprecationWarning pointing at the caller, and give the same
+# numbers.
+
+DEPRECATED = {
+    "num_directions": (
+        lambda: estimators.forward_gradient(MSE, MLP_PARAMS, KEY, num_directions=3),
+        lambda: estimators.forward_gradient(MSE, MLP_PARAMS, KEY, population=3)),
+    "num_coordinates": (
+        lambda: estimators.finite_difference(MSE, MLP_PARAMS, KEY, num_coordinates=5),
+        lambda: estimators.finite_difference(MSE, MLP_PARAMS, KEY, population=5)),
+    "gaussian": (
+        lambda: estimators.member_noise(KEY, 3, MLP_PARAMS, sigma=0.1, noise="gaussian"),
+        lambda: estimators.member_noise(KEY, 3, MLP_PARAMS, sigma=0.1, noise="normal")),
+}
+
+
+@pytest.mark.parametrize("old", sorted(DEPRECATED))
+def test_deprecated_names_warn_at_the_caller_and_mean_the_same(old):
+  deprecated, current = DEPRECATED[old]
+  with pytest.warns(DeprecationWarning, match=old) as record:
+    got = deprecated()
+  assert record[0].filename == __file__       # the warning points at this call
+  chex.assert_trees_all_equal(got, current())
+
+
+def test_a_deprecated_and_a_current_name_together_is_an_error():
+  with pytest.raises(ValueError, match="`num_directions`.*`population`"):
+    estimators.forward_gradient(MSE, MLP_PARAMS, KEY, population=4, num_directions=3)
+
+
+def test_member_noise_refuses_a_typo():
+  with pytest.raises(ValueError, match="noise"):
+    estimators.member_noise(KEY, 0, MLP_PARAMS, sigma=0.1, noise="gausian")

@@ -84,7 +84,7 @@ def test_sign_noise_is_fair_and_independent_across_leaves_and_members():
   assert abs(float((b[1:] == b[:-1]).mean()) - 0.5) < 5 * 0.5 / np.sqrt(b.size)
 
 
-@pytest.mark.parametrize("noise", ["gaussian", "sign"])
+@pytest.mark.parametrize("noise", ["normal", "sign"])
 def test_unrolled_and_vmapped_members_agree(monkeypatch, noise):
   key = jax.random.PRNGKey(5)
   theta = {"w": jnp.linspace(-1.0, 1.0, 7), "b": jnp.array(0.3)}

@@ -16,7 +16,7 @@ SHARDED = {
     "es_centered_rank": functools.partial(estimators.es, sigma=0.1, population=16,
                                           shaping="centered_rank"),
     "es_wsr": functools.partial(estimators.es_wsr, population=24, chunk_size=2),
-    "forward_gradient": functools.partial(estimators.forward_gradient, num_directions=8),
+    "forward_gradient": functools.partial(estimators.forward_gradient, population=8),
     "finite_difference": functools.partial(estimators.finite_difference, chunk_size=2,
                                            step=1e-2, scheme="central"),
     "forward_mode": functools.partial(estimators.forward_mode, chunk_size=2),
