@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import time
 
 import jax
@@ -28,7 +29,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from examples import common
 from metagrad import estimators, models, tasks
 
-ESTIMATORS = ("backprop", "es_wsr", "es", "finite_difference", "forward_mode")
+# Every first-order estimator of the library's registry: one flag swaps it.
+ESTIMATORS = estimators.FIRST_ORDER
 AXIS = "devices"
 
 
@@ -37,25 +39,21 @@ def chunk_flag(value: str):
 
 
 def build_estimator(args):
-  """``(loss_fn, params, key) -> (grads, aux)``, the population split over ``AXIS``."""
-  if args.estimator == "backprop":
-    return functools.partial(estimators.backprop, has_aux=True)
-  if args.estimator == "forward_mode":
-    return functools.partial(estimators.forward_mode, chunk_size=args.chunk_size,
-                             axis_name=AXIS, has_aux=True)
-  if args.estimator == "finite_difference":
-    return functools.partial(estimators.finite_difference, step=args.fd_step,
-                             population=args.fd_coordinates, chunk_size=args.chunk_size,
-                             axis_name=AXIS, has_aux=True)
-  if args.estimator == "es":
-    one = functools.partial(estimators.es, sigma=args.sigma, population=args.population,
-                            antithetic=args.antithetic, shaping="standardize",
-                            chunk_size=args.chunk_size, axis_name=AXIS, has_aux=True)
-  else:
-    one = functools.partial(estimators.es_wsr, sigma=args.sigma, population=args.population,
-                            antithetic=args.antithetic, chunk_size=args.chunk_size,
-                            axis_name=AXIS, has_aux=True)
-  if args.accumulate == 1:
+  """``(loss_fn, params, key) -> (grads, aux)``, the population split over ``AXIS``.
+
+  The flags an estimator accepts (by its signature) are passed to it: sigma,
+  population (``--fd_coordinates`` for finite differences, whose population is
+  coordinates), antithetic, chunk size, the FD step and the device axis; ES
+  standardises its fitness (the paper's eq. 9 weights)."""
+  spec = estimators.REGISTRY[args.estimator]
+  fd = args.estimator == "finite_difference"
+  flags = {"sigma": args.sigma, "population": args.fd_coordinates if fd else args.population,
+           "antithetic": args.antithetic, "shaping": "standardize", "step": args.fd_step,
+           "chunk_size": args.chunk_size, "axis_name": AXIS}
+  accepted = inspect.signature(spec.fn).parameters
+  one = functools.partial(spec.fn, has_aux=True,
+                          **{k: v for k, v in flags.items() if k in accepted})
+  if args.accumulate == 1 or args.estimator not in ("es", "es_wsr"):
     return one
 
   def accumulated(loss_fn, params, key):
@@ -118,7 +116,7 @@ def main(argv=None):
     raise SystemExit("error: --test_episodes must be >= 2 for a confidence interval")
   common.initialize_distributed(args)
   devices = jax.device_count()
-  if args.estimator in ("es_wsr", "es") and args.population % devices:
+  if args.estimator in ("es_wsr", "es", "forward_gradient") and args.population % devices:
     raise SystemExit(f"error: --population {args.population} must be divisible by the "
                      f"{devices} devices the population is split over")
   if args.antithetic and args.population % (2 * devices):
