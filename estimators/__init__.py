@@ -31,7 +31,9 @@ from ._auto_chunk import ChunkPlan
 from ._perturbation import PopulationInfo
 from ._registry import REGISTRY, EstimatorSpec, names as _names
 from ._types import FirstOrderEstimator, HypergradientEstimator, UnrolledEstimator
-from ._unroll import UnrollState, full_unroll, init_state
+from ._full_unroll import full_unroll
+from ._horizon import FixedHorizon, RandomHorizon
+from ._unroll import UnrollState, init_state
 
 # Derived from the one registry (estimators/_registry.py).
 FIRST_ORDER = _names("first_order")
@@ -43,7 +45,7 @@ __all__ = [
     "evolutionary_step", "finite_difference", "member_noise", "forward_gradient",
     "forward_mode", "imaml", "implicit", "proximal", "t1_t2",
     "truncated_backprop", "truncated_es", "pes", "noise_reuse_es", "init_state", "full_unroll",
-    "UnrollState", "PopulationInfo", "ChunkPlan", "FIRST_ORDER", "HYPERGRADIENT", "UNROLLED", "Extremes",
+    "UnrollState", "FixedHorizon", "RandomHorizon", "PopulationInfo", "ChunkPlan", "FIRST_ORDER", "HYPERGRADIENT", "UNROLLED", "Extremes",
     "REGISTRY", "EstimatorSpec", "ImamlInfo", "FirstOrderEstimator", "HypergradientEstimator",
     "UnrolledEstimator",
     "hessian_extreme_eigenvalues",

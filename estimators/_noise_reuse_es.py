@@ -40,6 +40,7 @@ def noise_reuse_es(unroll: Callable, params: Any, state: _unroll.UnrollState, ke
   Returns:
     ``(grads, state)``: NaN grads if no pair's losses were finite.
   """
-  return _antithetic.estimate("noise_reuse_es", unroll, params, state, key, sigma=sigma,
+  return _antithetic.estimate("noise_reuse_es", unroll, params, state, key,
+                              direction=_antithetic.episode_noise, sigma=sigma,
                               init_inner=init_inner, chunk_size=chunk_size,
                               axis_name=axis_name)

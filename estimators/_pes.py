@@ -52,6 +52,8 @@ def pes(unroll: Callable, params: Any, state: _unroll.UnrollState, key: jax.Arra
   Returns:
     ``(grads, state)``: NaN grads if no pair's losses were finite.
   """
-  return _antithetic.estimate("pes", unroll, params, state, key, sigma=sigma,
+  return _antithetic.estimate("pes", unroll, params, state, key,
+                              direction=_antithetic.window_increment,
+                              credit=_antithetic.accumulated_increments, sigma=sigma,
                               init_inner=init_inner, chunk_size=chunk_size,
                               axis_name=axis_name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import types
 from typing import Any, Callable, Mapping, NamedTuple
 
-from . import _antithetic, _noise, _types, _unroll
+from . import _antithetic, _noise, _particles, _types
 from ._backprop import backprop
 from ._es import SHAPINGS, es
 from ._es_wsr import es_wsr
@@ -84,8 +84,8 @@ def names(family: str) -> tuple[str, ...]:
   return tuple(name for name, spec in REGISTRY.items() if spec.family == family)
 
 
-# Every unrolled estimator declares its particle layout in _unroll, which
+# Every unrolled estimator declares its particle layout in _particles, which
 # cannot import the estimators (they import it); checked here, at import.
-if set(names("unrolled")) != set(_unroll.LAYOUTS):
+if set(names("unrolled")) != set(_particles.LAYOUTS):
   raise ImportError(f"unrolled estimators {names('unrolled')} and particle layouts "
-                    f"{sorted(_unroll.LAYOUTS)} differ")
+                    f"{sorted(_particles.LAYOUTS)} differ")

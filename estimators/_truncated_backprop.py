@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from .. import _checks
-from . import _auto_chunk, _chunking, _sharding, _tree, _unroll
+from . import (_auto_chunk, _chunking, _particles, _sharding, _tree, _unroll,
+               _unroll_checks)
 
 
 def truncated_backprop(unroll: Callable, params: Any, state: _unroll.UnrollState,
@@ -45,7 +46,7 @@ def truncated_backprop(unroll: Callable, params: Any, state: _unroll.UnrollState
     ``(grads, state)``: grads shaped like ``params`` (NaN if no particle's
     loss and gradient were finite), the particles one window on.
   """
-  key = _unroll.check_call("truncated_backprop", unroll, params, state, key, init_inner)
+  key = _unroll_checks.check_call("truncated_backprop", unroll, params, state, key, init_inner)
   chunk_size = _checks.chunk_size(chunk_size, allow_auto=True)
   n_local = state.window.shape[0]
   state = _unroll.reset_finished(state, init_inner, key, axis_name,
@@ -54,7 +55,7 @@ def truncated_backprop(unroll: Callable, params: Any, state: _unroll.UnrollState
 
   def particle(i):
     inner = jax.tree_util.tree_map(lambda x: x[i], state.inner)
-    data = _unroll.data_key(state.episode_key[i], state.window[i])
+    data = _particles.data_key(state.episode_key[i], state.window[i])
     window_loss = lambda flat: unroll(unflatten(flat), inner, data, state.window[i])
     (loss, new_inner), grad = jax.value_and_grad(window_loss, has_aux=True)(theta)
     ok = jnp.isfinite(loss) & jnp.all(jnp.isfinite(grad))

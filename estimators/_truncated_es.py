@@ -50,6 +50,7 @@ def truncated_es(unroll: Callable, params: Any, state: _unroll.UnrollState, key:
   Returns:
     ``(grads, state)``: NaN grads if no pair's losses were finite.
   """
-  return _antithetic.estimate("truncated_es", unroll, params, state, key, sigma=sigma,
+  return _antithetic.estimate("truncated_es", unroll, params, state, key,
+                              direction=_antithetic.fresh_noise, sigma=sigma,
                               init_inner=init_inner, chunk_size=chunk_size,
                               axis_name=axis_name, carry=carry)

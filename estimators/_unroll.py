@@ -40,24 +40,11 @@ import jax
 import jax.numpy as jnp
 
 from .. import _checks
-from . import _sharding, _tree
+from . import _horizon, _sharding, _tree
+from ._particles import (LAYOUTS, Layout, data_key, local_rows, new_episode_key, noise_base,
+                         raw_key, signature)
 
 ACCUMULATORS = ("store", "regenerate")
-
-
-class Layout(NamedTuple):
-  """How an unrolled estimator lays out its particles."""
-  group: int            # particles per group: 2 for antithetic pairs
-  shared_inner: bool    # one inner state per pair (truncated ES), else one per particle
-  accumulator: bool     # PES: the pair's perturbations summed since its reset
-
-
-LAYOUTS = {
-    "truncated_backprop": Layout(1, False, False),
-    "truncated_es": Layout(2, True, False),
-    "pes": Layout(2, False, True),
-    "noise_reuse_es": Layout(2, False, False),
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +68,12 @@ class UnrollState:
     loss: [particles] float32, each particle's loss on its last window
       (NaN before the first call, and for a member whose loss was not
       finite); ``jnp.nanmean(state.loss)`` is a cheap training curve.
+    length: [rows] int32, the length in windows of each row's current
+      episode (drawn from its episode key by the horizon schedule); ``None``
+      with an infinite horizon.
     estimator: static, the name of the estimator the state is for.
-    num_windows: static, the horizon in windows (``None``: never reset).
+    horizon: static, the horizon schedule (``FixedHorizon``,
+      ``RandomHorizon``; ``None``: never reset).
     params_signature: static, the tree structure, shapes and dtypes of the
       params given to ``init_state`` (``None`` if none were given).
   """
@@ -92,8 +83,9 @@ class UnrollState:
   perturbed_from: jax.Array
   accumulator: jax.Array | None
   loss: jax.Array
+  length: jax.Array | None
   estimator: str = dataclasses.field(metadata=dict(static=True))
-  num_windows: int | None = dataclasses.field(metadata=dict(static=True))
+  horizon: _horizon.Horizon | None = dataclasses.field(metadata=dict(static=True))
   params_signature: Any = dataclasses.field(metadata=dict(static=True))
 
   def _replace(self, **changes) -> "UnrollState":
@@ -101,28 +93,6 @@ class UnrollState:
 
 
 jax.tree_util.register_dataclass(UnrollState)
-
-
-def raw_key(name: str, key: Any) -> jax.Array:
-  """A checked single key as raw uint32 words (typed keys unwrapped)."""
-  _checks.prng_key(name, key)
-  if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-    return jax.random.key_data(key)
-  return key
-
-
-def data_key(episode_key, window):
-  return jax.random.fold_in(jax.random.fold_in(episode_key, 0), window)
-
-
-def noise_base(episode_key):
-  return jax.random.fold_in(episode_key, 1)
-
-
-def _new_episode_key(key, group, episode_tag):
-  """The key of a fresh inner problem for particle group ``group`` (a pair,
-  or one particle), from the call key: the same on every device."""
-  return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, 0x5E7), episode_tag), group)
 
 
 def _name_of(estimator) -> str:
@@ -138,29 +108,8 @@ def _name_of(estimator) -> str:
   return name
 
 
-def signature(params: Any) -> tuple:
-  leaves, treedef = jax.tree_util.tree_flatten(params)
-  return treedef, tuple((tuple(jnp.shape(x)), str(jnp.result_type(x))) for x in leaves)
-
-
-def local_rows(num_particles: int, layout: Layout, axis_name: str | None) -> jax.Array:
-  """Global group ids of this device's rows (pairs for truncated ES, else
-  particles' groups), in row order."""
-  shards = _sharding.num_shards(axis_name)
-  if num_particles % (layout.group * shards):
-    what = "antithetic pairs" if layout.group == 2 else "particles"
-    where = "" if axis_name is None else f" over the {shards} device(s) of axis {axis_name!r}"
-    raise ValueError(f"`num_particles` ({num_particles}) must split into {what} evenly{where}: "
-                     f"pass a multiple of {layout.group * shards}.")
-  rows = num_particles // (layout.group if layout.shared_inner else 1)
-  per = rows // shards
-  start = 0 if axis_name is None else jax.lax.axis_index(axis_name) * per
-  ids = start + jnp.arange(per)
-  return ids if layout.shared_inner else ids // layout.group
-
-
 def init_state(estimator, init_inner: Callable[[jax.Array], Any], key: jax.Array, *,
-               num_particles: int, num_windows: int | None = None, params: Any = None,
+               num_particles: int, num_windows: Any = None, params: Any = None,
                unroll: Callable | None = None, stagger: bool = False,
                accumulator: str = "store", axis_name: str | None = None) -> UnrollState:
   """Starts the particles of an unrolled estimator.
@@ -174,14 +123,16 @@ def init_state(estimator, init_inner: Callable[[jax.Array], Any], key: jax.Array
     key: PRNG key; particle group g's first problem comes from it.
     num_particles: particles in total (over all devices); even for the
       antithetic estimators (a pair is two unrolls per window).
-    num_windows: the horizon in windows, after which a particle is reset
-      (the estimator then needs ``init_inner``); ``None`` never resets (an
-      infinite horizon, as in influence balancing).
+    num_windows: the horizon, after which a particle is reset (the
+      estimator then needs ``init_inner``): an int (every episode that many
+      windows), ``estimators.RandomHorizon(min_windows, max_windows)`` (each
+      episode's length drawn from its key) or ``estimators.FixedHorizon``;
+      ``None`` never resets (an infinite horizon, as in influence balancing).
     params: the meta-parameters. Recommended always: the estimators then
       refuse params of another structure, shape or dtype. Required for
       PES's stored accumulator (its width is theirs) and for ``stagger``.
     unroll: the window function (needed for ``stagger``).
-    stagger: advance particle group g by ``g * num_windows / groups`` windows
+    stagger: advance particle group g by ``g * length / groups`` windows
       with the unperturbed ``params`` first, so that the population covers
       every position of the horizon (PES paper, section 4) instead of all
       particles resetting together. Perturbations start at the group's
@@ -199,11 +150,10 @@ def init_state(estimator, init_inner: Callable[[jax.Array], Any], key: jax.Array
   name = _name_of(estimator)
   layout = LAYOUTS[name]
   num_particles = _checks.integer("num_particles", num_particles, minimum=layout.group)
-  if num_windows is not None:
-    num_windows = _checks.count("num_windows", num_windows)
+  horizon = _horizon.as_horizon(num_windows)
   stagger = _checks.boolean("stagger", stagger)
   accumulator = _checks.choice("accumulator", accumulator, ACCUMULATORS)
-  if layout.accumulator and accumulator == "regenerate" and num_windows is None:
+  if layout.accumulator and accumulator == "regenerate" and horizon is None:
     raise ValueError("`accumulator='regenerate'` needs a finite `num_windows`: its cost grows "
                      "with the windows since the last reset.")
   _check_init_inner(init_inner)
@@ -211,15 +161,16 @@ def init_state(estimator, init_inner: Callable[[jax.Array], Any], key: jax.Array
   if params is not None:
     _checks.float_pytree("params", params)
   group_ids = local_rows(num_particles, layout, axis_name)
-  episode_keys = jax.vmap(lambda g: _new_episode_key(key, g, 0))(group_ids)
+  episode_keys = jax.vmap(lambda g: new_episode_key(key, g, 0))(group_ids)
   inner = jax.vmap(init_inner)(jax.vmap(lambda k: jax.random.fold_in(k, 2))(episode_keys))
   window = jnp.zeros(group_ids.shape, jnp.int32)
+  length = None if horizon is None else horizon.lengths(episode_keys)
   if stagger:
-    if num_windows is None or params is None or unroll is None:
+    if horizon is None or params is None or unroll is None:
       raise ValueError("`stagger` needs `num_windows`, `params` and `unroll` to advance the "
                        "particles along the horizon.")
     num_groups = num_particles // layout.group
-    target = (group_ids * num_windows // num_groups).astype(jnp.int32)
+    target = (group_ids * length // num_groups).astype(jnp.int32)
 
     def advance(w, inner):
       def one(inner_i, k, t):
@@ -238,44 +189,9 @@ def init_state(estimator, init_inner: Callable[[jax.Array], Any], key: jax.Array
   local_particles = group_ids.shape[0] * (2 if layout.shared_inner else 1)
   return UnrollState(inner=inner, window=window, episode_key=episode_keys,
                      perturbed_from=window, accumulator=acc,
-                     loss=jnp.full((local_particles,), jnp.nan, jnp.float32),
-                     estimator=name, num_windows=num_windows,
+                     loss=jnp.full((local_particles,), jnp.nan, jnp.float32), length=length,
+                     estimator=name, horizon=horizon,
                      params_signature=None if params is None else signature(params))
-
-
-def check_call(name: str, unroll: Callable, params: Any, state: Any, key: Any,
-               init_inner: Callable | None) -> jax.Array:
-  """Everything about an unrolled estimator's call that can be checked when it
-  is traced (so under ``jit`` too); returns the raw key."""
-  if not isinstance(state, UnrollState):
-    raise ValueError(f"`state` must be an UnrollState from estimators.init_state({name}, ...), "
-                     f"got {type(state).__name__}.")
-  if state.estimator != name:
-    raise ValueError(f"`state` was made by init_state({state.estimator}, ...) and lays its "
-                     f"particles out for that estimator; {name} needs its own: "
-                     f"estimators.init_state({name}, ...).")
-  _checks.float_pytree("params", params)
-  if state.params_signature is not None and signature(params) != state.params_signature:
-    raise ValueError(f"`params` differ in structure, shape or dtype from the params the state "
-                     f"was made for (init_state(..., params=...)): got "
-                     f"{_describe(signature(params))}, the state expects "
-                     f"{_describe(state.params_signature)}.")
-  if state.accumulator is not None:
-    size = _tree.flatten(params)[0].shape[0]
-    if state.accumulator.ndim != 2 or state.accumulator.shape[1] != size:
-      raise ValueError(f"`state`'s PES accumulator has shape {state.accumulator.shape}, but "
-                       f"`params` have {size} coordinates: make the state with "
-                       f"init_state(pes, ..., params=params).")
-  if state.num_windows is not None and init_inner is None:
-    raise ValueError(f"`init_inner` is required: the state's horizon is finite (num_windows="
-                     f"{state.num_windows}), so particles must start new inner problems when "
-                     f"they reach it. Pass init_inner=..., or make the state with "
-                     f"num_windows=None for an infinite horizon.")
-  if init_inner is not None:
-    _check_init_inner(init_inner)
-  key = raw_key("key", key)
-  _check_unroll(unroll, params, state)
-  return key
 
 
 def _check_init_inner(init_inner) -> None:
@@ -283,42 +199,19 @@ def _check_init_inner(init_inner) -> None:
     raise ValueError(f"`init_inner` must be a function key -> inner_state, got {init_inner!r}.")
 
 
-def _describe(sig) -> str:
-  treedef, leaves = sig
-  return f"{treedef} with leaves {[f'{d}{list(s)}' for s, d in leaves]}"
-
-
-def _check_unroll(unroll: Callable, params, state: UnrollState) -> None:
-  """``unroll`` returns ``(scalar loss, inner state of the same structure)``."""
-  if not callable(unroll):
-    raise ValueError(f"`unroll` must be a function (params, inner_state, key, window) -> "
-                     f"(loss, inner_state), got {unroll!r}.")
-  one = jax.tree_util.tree_map(lambda x: x[0], state.inner)
-  out = jax.eval_shape(unroll, params, one, state.episode_key[0], state.window[0])
-  if not (isinstance(out, (tuple, list)) and len(out) == 2):
-    raise ValueError("`unroll` must return (loss, inner_state), got "
-                     f"{jax.tree_util.tree_map(lambda o: (o.shape, o.dtype), out)}.")
-  loss, inner = out
-  if getattr(loss, "shape", None) != () or not jnp.issubdtype(loss.dtype, jnp.floating):
-    raise ValueError(f"`unroll`'s loss must be a floating scalar, got {loss}.")
-  if jax.tree_util.tree_structure(inner) != jax.tree_util.tree_structure(one):
-    raise ValueError("`unroll` must return an inner state with the structure of the one it "
-                     "was given.")
-
-
 def reset_finished(state: UnrollState, init_inner: Callable | None, key,
                    axis_name: str | None, num_particles: int) -> UnrollState:
   """Rows at the end of their horizon start a new problem (window 0);
   ``key`` (this call's reset key) names the new problems. The work is skipped
   (``lax.cond``) when no row is done, as on most calls."""
-  if state.num_windows is None:
+  if state.horizon is None:
     return state
   layout = LAYOUTS[state.estimator]
   groups = local_rows(num_particles, layout, axis_name)
-  done = state.window >= state.num_windows
+  done = state.window >= state.length
 
   def reset(state):
-    fresh_keys = jax.vmap(lambda g: _new_episode_key(key, g, 1))(groups)
+    fresh_keys = jax.vmap(lambda g: new_episode_key(key, g, 1))(groups)
     fresh = jax.vmap(init_inner)(jax.vmap(lambda k: jax.random.fold_in(k, 2))(fresh_keys))
     pick = lambda new, old: jax.vmap(lambda d, a, b: jnp.where(d, a, b))(done, new, old)
     acc = state.accumulator
@@ -327,6 +220,7 @@ def reset_finished(state: UnrollState, init_inner: Callable | None, key,
     return state._replace(inner=jax.tree_util.tree_map(pick, fresh, state.inner),
                           episode_key=pick(fresh_keys, state.episode_key),
                           window=jnp.where(done, 0, state.window),
+                          length=jnp.where(done, state.horizon.lengths(fresh_keys), state.length),
                           perturbed_from=jnp.where(done, 0, state.perturbed_from),
                           accumulator=acc)
 
@@ -338,37 +232,3 @@ def num_particles_of(state: UnrollState, axis_name: str | None) -> int:
   return state.loss.shape[0] * _sharding.num_shards(axis_name)
 
 
-def full_unroll(unroll: Callable, init_inner: Callable, key: jax.Array, *,
-                num_windows: int) -> Callable[[Any], jax.Array]:
-  """``params -> sum_w L_w``: one whole horizon of a fresh inner problem.
-
-  The inner problem and the window data keys are those a particle whose
-  episode key is ``key`` would see, so the first-order estimators
-  (``backprop``, ``es``, ``forward_mode``...) can be compared with the
-  unrolled ones on the same problem: memory of ``backprop`` through it grows
-  with the horizon, the others' does not.
-
-  Args:
-    unroll: ``(params, inner_state, key, window) -> (loss, inner_state)``.
-    init_inner: ``key -> inner_state``.
-    key: the episode key (fixes the inner problem and its data keys).
-    num_windows: the horizon in windows.
-
-  Returns:
-    ``params -> scalar``, the sum of the horizon's window losses.
-  """
-  num_windows = _checks.count("num_windows", num_windows)
-  key = raw_key("key", key)
-
-  def loss_fn(params):
-    inner = init_inner(jax.random.fold_in(key, 2))
-
-    def body(carry, w):
-      inner, total = carry
-      loss, inner = unroll(params, inner, data_key(key, w), w)
-      return (inner, total + loss), None
-
-    (_, total), _ = jax.lax.scan(body, (inner, jnp.zeros((), jnp.float32)),
-                                 jnp.arange(num_windows))
-    return total
-  return loss_fn

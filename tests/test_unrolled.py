@@ -390,3 +390,78 @@ def test_all_non_finite_gives_nan_not_zero():
     g, state = est(bad, THETA, state, jax.random.PRNGKey(1))
     assert np.all(np.isnan(g["w"])), name
     assert np.all(np.isnan(state.loss)), name
+
+
+# ------------------------------------------------------------------- horizons
+
+def test_random_horizon_lengths_are_uniform_keyed_and_shared_by_pairs():
+  horizon = estimators.RandomHorizon(2, 5)
+  lengths = np.asarray(horizon.lengths(jax.random.split(jax.random.PRNGKey(0), 4000)))
+  assert set(np.unique(lengths)) == {2, 3, 4, 5}
+  # Uniform on {2..5}: mean 3.5, sd 1.118; each value 1/4 (5 standard errors).
+  assert abs(lengths.mean() - 3.5) < 5 * 1.118 / np.sqrt(lengths.size)
+  for value in (2, 3, 4, 5):
+    assert abs(np.mean(lengths == value) - 0.25) < 5 * np.sqrt(0.25 * 0.75 / lengths.size)
+  make = lambda: estimators.init_state(estimators.pes, init_inner, jax.random.PRNGKey(6),
+                                       num_particles=16, num_windows=horizon, params=THETA)
+  state = make()
+  np.testing.assert_array_equal(state.length, make().length)      # same key, same lengths
+  np.testing.assert_array_equal(state.length[::2], state.length[1::2])   # a pair shares it
+  assert state.horizon == horizon
+
+
+def test_random_horizon_resets_each_row_at_its_own_length():
+  state = estimators.init_state(estimators.noise_reuse_es, init_inner, jax.random.PRNGKey(6),
+                                num_particles=16, num_windows=estimators.RandomHorizon(1, 4),
+                                params=THETA)
+  step = jax.jit(lambda s, k: estimators.noise_reuse_es(unroll, THETA, s, k, sigma=0.05,
+                                                        init_inner=init_inner))
+  resets = 0
+  for t in range(12):
+    before = state
+    _, state = step(state, jax.random.PRNGKey(100 + t))
+    done = np.asarray(before.window) >= np.asarray(before.length)
+    resets += done.sum()
+    np.testing.assert_array_equal(state.window, np.where(done, 1, np.asarray(before.window) + 1))
+    new_episode = np.any(np.asarray(state.episode_key) != np.asarray(before.episode_key), axis=-1)
+    np.testing.assert_array_equal(new_episode, done)
+    assert np.all(np.asarray(state.window) <= np.maximum(np.asarray(state.length), 1))
+    np.testing.assert_array_equal(state.length[::2], state.length[1::2])
+  assert resets > 16                       # every row restarted, most more than once
+
+
+def test_fixed_horizon_is_the_int_and_pes_accumulators_agree_under_a_random_one():
+  key = jax.random.PRNGKey(3)
+  by_int = episode_sum("pes", key)
+  state = estimators.init_state(estimators.pes, init_inner, key, num_particles=8,
+                                num_windows=estimators.FixedHorizon(W), params=THETA)
+  total = jnp.zeros(2)
+  for w in range(W):
+    g, state = UNROLLED["pes"](unroll, THETA, state, jax.random.fold_in(key, w),
+                               init_inner=init_inner)
+    total = total + g["w"]
+  np.testing.assert_array_equal(total, by_int)
+  grads = {}
+  for accumulator in ("store", "regenerate"):
+    state = estimators.init_state(estimators.pes, init_inner, key, num_particles=8,
+                                  num_windows=estimators.RandomHorizon(1, 3), params=THETA,
+                                  accumulator=accumulator)
+    out = []
+    for t in range(7):                     # past several resets
+      g, state = UNROLLED["pes"](unroll, THETA, state, jax.random.fold_in(key, t),
+                                 init_inner=init_inner)
+      out.append(g["w"])
+    grads[accumulator] = np.stack(out)
+  np.testing.assert_allclose(grads["regenerate"], grads["store"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("horizon,match", [
+    (estimators.RandomHorizon(5, 3), "min_windows <= max_windows"),
+    (estimators.RandomHorizon(0, 3), "num_windows"),
+    ((2, 5), "num_windows"),
+    (0, "num_windows"),
+])
+def test_bad_horizons_name_the_argument(horizon, match):
+  with pytest.raises(ValueError, match=match):
+    estimators.init_state(estimators.pes, init_inner, jax.random.PRNGKey(0), num_particles=2,
+                          num_windows=horizon, params=THETA)
