@@ -490,7 +490,15 @@ def sine(records: list[dict]) -> str:
           f"TURTLE < MAML < meta-learner LSTM. {wall(runs)} per seed for all six methods "
           f"({wall(imaml_runs)} per iMAML run), {device(runs)}. "
           f"Commands (iMAML's result in the first is superseded by its own rows):\n\n"
-          + commands(runs + imaml_runs))
+          + commands(runs + [_with_solver(r) for r in imaml_runs]))
+
+
+def _with_solver(record: dict) -> dict:
+  """An iMAML run from before ``--imaml_solver`` (default now ``lbfgs``) used
+  SGD: its command, to reproduce it today, says so."""
+  if "imaml_solver" in record["flags"]:
+    return record
+  return {**record, "command": record.get("command", "") + " --imaml_solver sgd"}
 
 
 def unrolled(records: list[dict]) -> str:
