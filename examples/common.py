@@ -485,6 +485,11 @@ def provenance(module: str, argv: Sequence[str] | None) -> dict:
   }
 
 
+# The results.json layout (examples/reporting.py reads it; migrate older files
+# with python -m examples.migrate_results).
+RESULTS_SCHEMA = 2
+
+
 def write_results(args, results: dict, *, started: float, module: str,
                   argv: Sequence[str] | None) -> pathlib.Path:
   """``results.json``: flags, seed, provenance, wall time and the example's results.
@@ -503,7 +508,8 @@ def write_results(args, results: dict, *, started: float, module: str,
   path = out / "results.json"
   flags = {k: v for k, v in vars(args).items() if not k.startswith("_")}
   prior_wall_s = sum(getattr(args, "_prior_walls", ()))
-  record = {"flags": json.loads(json.dumps(flags, default=str)), "seed": args.seed,
+  record = {"schema": RESULTS_SCHEMA, "flags": json.loads(json.dumps(flags, default=str)),
+            "seed": args.seed,
             **provenance(module, argv), "wall_time_s": prior_wall_s + time.time() - started,
             "wall_time_segment_s": time.time() - started, **results}
   if is_main_process():

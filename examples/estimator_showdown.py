@@ -42,6 +42,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from examples import common
+from examples.reporting import table, under
 from metagrad import estimators, models, tasks
 
 
@@ -297,6 +298,28 @@ def plot(results: dict, hyper: dict, unrolled: dict, panel: dict, caption: str,
   fig.tight_layout(rect=(0, 0.06, 1, 1))
   fig.savefig(png, dpi=100)
   plt.close(fig)
+
+
+# ------------------------------------------------------------------ report
+
+def scales(records: list[dict]) -> str:
+  runs = under(records, "showdown")
+  if not runs:
+    return "*(no runs)*"
+  res = runs[0]["results"]
+  objectives = list(res)
+  names = list(res[objectives[0]])
+  rows = [[n] + [f"{res[o][n]['norm_ratio']:.3g} (cos {res[o][n]['cosine']:.3f})"
+                 for o in objectives] for n in names]
+  return (table(["estimator"] + [f"{o}: |g| / |∇L| (cosine)" for o in objectives], rows)
+          + f"\n\nes and es_wsr at σ = 1e-3 with P = {runs[0]['flags']['population']}, "
+          "forward_gradient with 64 directions, the rest exact. Command: "
+          f"`{runs[0]['command']}`.")
+
+
+def report(records: list[dict], plots=None) -> dict[str, str]:
+  """This example's README blocks (``examples.report``): {name: markdown}."""
+  return {"scales": scales(records)}
 
 
 def main(argv=None):

@@ -24,7 +24,6 @@ a cosine decay so the final angle is not the last noisy step.
 from __future__ import annotations
 
 import functools
-import pathlib
 import time
 
 import jax
@@ -32,9 +31,48 @@ import jax.numpy as jnp
 import optax
 
 from examples import common
+from examples.reporting import Stat, commands, device, paper, table, under, wall
 from metagrad import estimators, models, tasks
 
 RUNS = ("baseline", "true_angle", "evograd", "t1_t2")
+
+
+# ------------------------------------------------------------------ report
+
+def rotation(records: list[dict]) -> str:
+  runs = under(records, "evograd_rotation")
+  get = lambda run, key: Stat(r["results"][run][key] for r in runs if run in r["results"])
+  rows = [["baseline (λ = 0, train upright)", paper("rotation", "baseline"),
+           get("baseline", "test_accuracy").pm(100), "-"],
+          ["true rotation (λ = 30° fixed)", paper("rotation", "true_angle"),
+           get("true_angle", "test_accuracy").pm(100), "30"],
+          ["EvoGrad (λ learned)", paper("rotation", "evograd"),
+           get("evograd", "test_accuracy").pm(100), get("evograd", "learned_angle").pm(1, 2)],
+          ["T1-T2 (λ learned)", "-", get("t1_t2", "test_accuracy").pm(100),
+           get("t1_t2", "learned_angle").pm(1, 2)]]
+  angles = {m: [r["results"][m]["learned_angle"] for r in runs if m in r["results"]]
+            for m in ("evograd", "t1_t2")}
+  flags = runs[0]["flags"] if runs else {}
+  truth = flags.get("angle", 30.0)
+  per_seed = "; ".join(
+      f"{name} {', '.join(f'{a:.1f}' for a in angles[m])} (largest |λ − {truth:g}°|: "
+      f"{max(abs(a - truth) for a in angles[m]):.1f}°)"
+      for m, name in (("evograd", "EvoGrad"), ("t1_t2", "T1-T2")) if angles[m])
+  return (table(["run", "paper (MNIST, 5 seeds)", f"rotated-test accuracy % ({len(runs)} seeds)",
+                 "learned angle ° (mean ± std)"], rows)
+          + f"\n\nLearned angles per seed: {per_seed}. Omniglot "
+          f"({flags.get('classes')} characters, {flags.get('train_per_class')} upright training "
+          f"images each, {runs[0].get('test_images') if runs else '-'} rotated test images); "
+          f"EvoGrad K = {flags.get('population')}, {flags.get('keys')} key per step, sign noise, "
+          f"σ = {flags.get('sigma')}, τ = {flags.get('temperature')}; Adam "
+          f"{flags.get('hyper_lr')}°/step on λ with {flags.get('hyper_decay')} decay; "
+          f"{flags.get('steps')} steps. {wall(runs)} per seed (4 runs), {device(runs)}. "
+          f"Commands:\n\n" + commands(runs))
+
+
+def report(records: list[dict], plots=None) -> dict[str, str]:
+  """This example's README blocks (``examples.report``): {name: markdown}."""
+  return {"rotation": rotation(records)}
 
 
 def main(argv=None):

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from examples import common
+from examples.reporting import commands, table, under
 from metagrad import estimators
 from metagrad.tasks import evograd_toy as toy
 
@@ -89,6 +90,27 @@ def plot(lams, grids, paths, out: pathlib.Path):
   fig.tight_layout()
   fig.savefig(out / "fig3_trajectories.png", dpi=100)
   plt.close(fig)
+
+
+# ------------------------------------------------------------------ report
+
+def evograd_toy(records: list[dict]) -> str:
+  runs = under(records, "evograd_toy")
+  if not runs:
+    return "*(no runs)*"
+  res = runs[0]["results"]
+  rows = [[k, f"{v['correlation_with_truth']:.3f}", f"{v['mean_abs_error']:.4f}",
+           f"{v['mean_std']:.3f}", f"{v['final_distance_evograd_vs_exact']:.3f}"]
+          for k, v in res.items()]
+  return (table(["copies K", "corr(mean estimate, truth)", "mean abs. error", "mean std",
+                 "final (x, λ) gap to exact-hypergradient paths"], rows)
+          + "\n\nFig. 2 / 3 of EvoGrad (τ = 0.5, ε ~ N(0, 1), 100 repetitions, 5 SGD steps of "
+          "lr 0.1 from 5 starts); plots in the run directory. Command:\n\n" + commands(runs))
+
+
+def report(records: list[dict], plots=None) -> dict[str, str]:
+  """This example's README blocks (``examples.report``): {name: markdown}."""
+  return {"evograd_toy": evograd_toy(records)}
 
 
 def main(argv=None):

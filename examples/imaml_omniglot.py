@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import statistics
 import time
 
 import jax
@@ -29,10 +30,94 @@ import numpy as np
 import optax
 
 from examples import common
+from examples.reporting import Stat, commands, conv_net, device, table, under
 from metagrad import estimators, models, tasks
 
 METHODS = ("maml", "fomaml", "imaml")
 LANCZOS_ITERATIONS = 80   # per task, for the support Hessian's extreme eigenvalues
+
+
+# ------------------------------------------------------------------ report
+
+RESIDUAL_HEADER = "inner gradient left after adaptation (× initial)"
+
+
+def residual_cell(results: list[dict]) -> str:
+  """|grad inner objective| after / before adaptation (median over test tasks)."""
+  values = [x["inner_residual"] for x in results if "inner_residual" in x]
+  return Stat(values).pm(1, 2) if values else "-"
+
+
+SPECTRUM_HEADER = "λ_min(H_S) at θ*, median over tasks (initial → final meta-params)"
+INDEFINITE_HEADER = "tasks with H_S + (λ + damping) I indefinite (final)"
+
+
+def spectrum_cells(results: list[dict], solves: bool) -> list[str]:
+  """The support Hessian's lowest eigenvalue at the adapted parameters and, for
+  a method that ``solves`` a CG system (iMAML), how often it is indefinite
+  (runs that measured it)."""
+  measured = [x["support_hessian"] for x in results if "support_hessian" in x]
+  if not measured:
+    return ["-", "-"]
+  median = lambda when: Stat(statistics.median(m[when]["min_eigenvalue"]) for m in measured)
+  low = f"{median('initial').pm(1, 2)} → {median('final').pm(1, 2)}"
+  if not solves:
+    return [low, "-"]
+  indefinite = Stat(m["final"]["fraction_indefinite"] for m in measured).pm(100, 0)
+  return [low, f"{indefinite}% (below {measured[0]['final']['indefinite_below']:g})"]
+
+
+def imaml(records: list[dict]) -> str:
+  def row(label, res):
+    return [label, Stat(x["test_accuracy"] for x in res).pm(100), residual_cell(res),
+            *spectrum_cells(res, solves=label.startswith("imaml")),
+            f"{Stat(x['meta_gradient_temp_bytes'] for x in res).mean / 2**20:.1f}",
+            f"{Stat(x['meta_gradient_time_s'] for x in res).mean * 1e3:.0f}", len(res)]
+
+  runs = under(records, "imaml")
+  # MAML rows by how reverse mode differentiates the inner loop (--mixed_mode).
+  rows = [row(m + (", mixed mode" if mixed else ""), res) for m in ("maml", "fomaml")
+          for mixed in (False, True)
+          if (res := [r["results"][m] for r in runs if m in r["results"]
+                      and r["flags"]["mixed_mode"] == mixed])]
+  # iMAML grouped by CG damping.
+  imaml_runs = [r for r in runs if "imaml" in r["results"]]
+  for damping in sorted({r["flags"]["damping"] for r in imaml_runs}):
+    res = [r["results"]["imaml"] for r in imaml_runs if r["flags"]["damping"] == damping]
+    rows.append(row(f"imaml, damping {damping:g}", res))
+  if not rows:
+    return "*(no runs)*"
+  f = runs[0]["flags"]
+  # iMAML at other inner-loop settings (shorter runs), labelled with them.
+  other = sorted(under(records, "imaml_sweep"), key=lambda r: -r["flags"]["inner_lr"])
+  for r in other:
+    g = r["flags"]
+    rows.append(row(f"imaml, {g['inner_steps']} steps of {g['inner_lr']:g}, λ = {g['reg']:g} "
+                    f"({g['steps']} meta-steps, {g['test_tasks']} test tasks)",
+                    [r["results"]["imaml"]]))
+  runs = runs + other
+  spectral = [(r["flags"], next(iter(r["results"].values()))) for r in runs]
+  spectral = [(flags, res) for flags, res in spectral if "support_hessian" in res]
+  counts = sorted({flags["spectrum_tasks"] for flags, _ in spectral})
+  lanczos = sorted({res["lanczos_iterations"] for _, res in spectral})
+  eigen_note = (f" Eigenvalues: {'/'.join(map(str, lanczos))} Lanczos steps on the support-loss "
+                f"Hessian at each of {'/'.join(map(str, counts))} test episodes' adapted "
+                f"parameters." if counts else "")
+  return (table(["method", "test accuracy % (mean ± std)", RESIDUAL_HEADER, SPECTRUM_HEADER,
+                 INDEFINITE_HEADER, "meta-gradient temp MiB", "meta-gradient ms", "seeds"], rows)
+          + f"\n\nOmniglot {f['way']}-way {f['shot']}-shot, {conv_net(f)} with {f['channels']} "
+          f"channels, "
+          f"{f['inner_steps']} inner SGD steps (lr {f['inner_lr']}) for all three; iMAML λ = "
+          f"{f['reg']}, {f['cg_steps']} CG iterations on H_S + (λ + damping) I; meta-batch "
+          f"{f['meta_batch']}, Adam {f['meta_lr']}, {f['steps']} meta-steps, {f['test_tasks']} "
+          f"test tasks.{eigen_note} Memory and "
+          f"time are one meta-gradient of the meta-batch (XLA's compiled temporaries; median of "
+          f"3 calls). {device(runs)}. Commands:\n\n" + commands(runs))
+
+
+def report(records: list[dict], plots=None) -> dict[str, str]:
+  """This example's README blocks (``examples.report``): {name: markdown}."""
+  return {"imaml": imaml(records)}
 
 
 def main(argv=None):

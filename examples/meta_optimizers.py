@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-import pathlib
 import time
 from typing import NamedTuple
 
@@ -35,6 +34,7 @@ import numpy as np
 import optax
 
 from examples import common
+from examples.reporting import Stat, commands, device, late_change, paper, table, under, wall
 from metagrad import estimators, models, tasks
 
 
@@ -257,6 +257,125 @@ def run_row(name: str, row: Row, problem: Problem, args) -> dict:
           # The logged training curve (window means), so the report can say whether it was flat.
           "train_curve": common.curve(result.log, "acc"),
           "train_loss_curve": common.curve(result.log, "loss")}
+
+
+# ------------------------------------------------------------------ report
+
+KRONECKER_T1_ROWS = ("LR w/ MAML", "LR + LinNet w/ MAML", "LR w/ KLin", "LR w/ KFC")
+CEILINGS = {"closed_form_one_step": "one SGD step from θ = 0, closed form",
+            "plain_step": "one SGD step from θ = 0, measured",
+            "oracle_linear_step": "best linear map of the first gradient (oracle)",
+            "least_squares_fit": "per-task least-squares fit (no meta-learning)"}
+
+
+def kronecker_t1(records: list[dict]) -> str:
+  runs = {p: under(records, f"kronecker_t1/{p}") for p in ("per_task", "shared")}
+  header = ["row", "paper (synthetic)"] + [
+      f"{p.replace('_', '-')} points: acc. % (mean ± std, {len(runs[p])} seeds)"
+      for p in runs] + ["adaptation / meta lr used (paper)"]
+  rows = []
+  for name in KRONECKER_T1_ROWS:
+    cells, lrs = [], ""
+    for p, rs in runs.items():
+      res = [r["results"][name] for r in rs if name in r.get("results", {})]
+      stat = Stat(x["test_accuracy"] for x in res)
+      div = sum(1 for x in res if x.get("diverged_at"))
+      cells.append(stat.pm(100) + (f" ({div} diverged)" if div else ""))
+      if res:
+        x = res[0]
+        lrs = (f"{x['inner_lr']:g} / {x['meta_lr']:g} ({x['paper_inner_lr']:g} / "
+               f"{x['paper_meta_lr']:g})")
+    rows.append([name, paper("kronecker_t1", name), *cells, lrs])
+  for key, label in CEILINGS.items():
+    cells = []
+    for rs in runs.values():
+      values = [r["ceilings"][key] for r in rs if key in r.get("ceilings", {})]
+      cells.append(Stat(values).pm(100) if values else "-")
+    rows.append([f"*ceiling: {label}*", "", *cells, ""])
+  everything = runs["per_task"] + runs["shared"]
+  return (table(header, rows) + f"\n\nMeasured on {device(everything)}; "
+          f"{wall(everything)} per seed (4 rows + ceilings). Commands:\n\n"
+          + commands(everything))
+
+
+def kronecker_t1_sweep(records: list[dict]) -> str:
+  runs = under(records, "kronecker_t1_lr_sweep")
+  cells: dict = {}
+  lrs = set()
+  for r in runs:
+    points = r["flags"]["points"]
+    lr = r["flags"]["inner_lr"]
+    lrs.add(lr)
+    for name, x in r["results"].items():
+      value = (f"NaN at step {x['diverged_at']}" if x.get("diverged_at")
+               else f"{100 * x['test_accuracy']:.1f}")
+      cells[(points, name, lr)] = value
+  lrs = sorted(lrs, reverse=True)
+  header = ["reading", "row"] + [f"lr {lr:g}" for lr in lrs]
+  rows = []
+  for points in ("per_task", "shared"):
+    for name in ("LR + LinNet w/ MAML", "LR w/ KLin", "LR w/ KFC"):
+      if any((points, name, lr) in cells for lr in lrs):
+        rows.append([points.replace("_", "-"), name] + [cells.get((points, name, lr), "-")
+                                                       for lr in lrs])
+  return (table(header, rows) + "\n\nTest accuracy % after 30,000 steps (seed 0), adaptation "
+          "and meta learning rate tied as in A.1.1; \"NaN at step s\": training diverged.")
+
+
+KRONECKER_T2_ROWS = ("SCNN w/ MAML", "SCNN w/ MSGD", "SCNN w/ MC", "SCNN w/ KFC")
+
+
+def kronecker_t2(records: list[dict]) -> str:
+  runs = under(records, "kronecker_t2")
+  if not runs:
+    return "*(no runs)*"
+  flags = runs[0]["flags"]
+  # Rows re-run at another meta learning rate (a deviation), one folder per rate.
+  reruns = under(records, "kronecker_t2_kfc_meta_lr")
+  entries = [(name, name, runs) for name in KRONECKER_T2_ROWS]
+  for lr in sorted({r["flags"]["meta_lr"] for r in reruns}, reverse=True):
+    at_lr = [r for r in reruns if r["flags"]["meta_lr"] == lr]
+    for name in KRONECKER_T2_ROWS:
+      if any(name in r["results"] for r in at_lr):
+        entries.append((f"{name}, meta lr {lr:g} (deviation)", name, at_lr))
+  rows, means = [], {}
+  for label, name, source in entries:
+    res = [r["results"][name] for r in source if name in r.get("results", {})]
+    late = [d for d in (late_change(x.get("train_curve")) for x in res) if d is not None]
+    lrs = sorted({x["meta_lr"] for x in res})
+    curves = [x["train_curve"] for x in res if x.get("train_curve")]
+    peak_last = (f"{100 * Stat(max(v for _, v in c) for c in curves).mean:.1f} → "
+                 f"{100 * Stat(c[-1][1] for c in curves).mean:.1f}") if curves else "-"
+    losses = [max(v for _, v in x["train_loss_curve"]) for x in res if x.get("train_loss_curve")]
+    accuracy = Stat(x["test_accuracy"] for x in res)
+    rows.append([label, paper("kronecker_t2", name), accuracy.pm(100),
+                 Stat(late).pm(100, 1) if late else "-", peak_last,
+                 ", ".join(f"{v:.3g}" for v in losses) or "-",
+                 "/".join(f"{v:g}" for v in lrs), len(res)])
+    means[label] = accuracy.mean
+  short = lambda label: label.replace("SCNN w/ ", "").replace(" (deviation)", "")
+  order = lambda labels: " < ".join(short(n) for n in sorted(labels, key=means.get))
+  orders = f"Measured order (worst to best) at the paper's rates: {order(KRONECKER_T2_ROWS)}"
+  for label, name, _ in entries[len(KRONECKER_T2_ROWS):]:
+    swapped = [label if n == name else n for n in KRONECKER_T2_ROWS]
+    orders += f"; with {short(label)}: {order(swapped)}"
+  settings = (f"{flags.get('way')}-way {flags.get('shot')}-shot, SCNN with "
+              f"{flags.get('channels')} channels, meta-batch {flags.get('meta_batch')}, "
+              f"{flags.get('inner_steps')} adaptation steps, {flags.get('steps')} meta-steps, "
+              f"{flags.get('test_tasks')} test tasks" if flags else "")
+  return (table(["row", "paper (10-way 5-shot, 64 ch)", "metagrad: acc. % (mean ± std over seeds)",
+                 "train acc. change over the last 30% of steps (pts)",
+                 "train acc. %: best logged → last (mean)",
+                 "largest logged train loss, per seed", "meta lr (paper: 0.003)",
+                 "seeds"], rows)
+          + f"\n\nSettings: {settings}. {orders}; paper: MAML < MSGD < MC < KFC. "
+          f"{wall(runs)} per run of the paper-rate rows, {device(runs + reruns)}. "
+          f"Commands:\n\n" + commands(runs + reruns))
+
+
+def report(records: list[dict], plots=None) -> dict[str, str]:
+  """This example's README blocks (``examples.report``): {name: markdown}."""
+  return {"kronecker_t1": kronecker_t1(records), "kronecker_t1_sweep": kronecker_t1_sweep(records), "kronecker_t2": kronecker_t2(records)}
 
 
 def main(argv=None):

@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from examples import common
+from examples.reporting import Stat, commands, device, table, under
 from metagrad import estimators, models, tasks
 
 INNER = ("sgd", "adam", "adam_learned_lr")
@@ -165,13 +166,10 @@ LABELS = {"sgd": "SGD (lr {inner_lr:g})", "adam": "Adam (lr {adam_lr:g})",
           "adam_learned_lr": "Adam, meta-learned lr (from {adam_lr:g})"}
 
 
-def report(records: list[dict]) -> str:
-  """The README/docs tables of this example's runs (``examples.report``): per
-  task, one row per estimator, budget and inner loop, mean ± std over seeds.
-
-  ``records`` are the loaded ``results.json`` files under ``optax_inner_loop/``.
-  """
-  from examples.report import Stat, commands, device, table   # report imports examples lazily
+def report(records: list[dict], plots=None) -> dict[str, str]:
+  """This example's README block (``examples.report``): per task, one row per
+  estimator, budget and inner loop, mean ± std over seeds."""
+  records = under(records, "optax_inner_loop")
   parts = []
   for task in TASK_DEFAULTS:
     runs_of_task = [r for r in records if r["flags"].get("task", "sine") == task]
@@ -199,7 +197,7 @@ def report(records: list[dict]) -> str:
                      len(results)])
     flags = runs_of_task[0]["flags"]
     what = ("test MSE (mean ± std)" if task == "sine" else "test accuracy % (mean ± std)")
-    setting = (f"5-shot sine regression, 1-40-40-1 MLP" if task == "sine" else
+    setting = ("5-shot sine regression, 1-40-40-1 MLP" if task == "sine" else
                f"Omniglot {flags['way']}-way {flags['shot']}-shot, conv{flags['num_blocks']} "
                f"with {flags['channels']} channels")
     calls = 5 if task == "sine" else 3
@@ -217,7 +215,7 @@ def report(records: list[dict]) -> str:
         + f". Memory: XLA's compiled temporaries of one meta-gradient; time: median of "
         f"{calls} calls; both medians over seeds. {device(runs_of_task)}. Commands:\n\n"
         + commands(runs_of_task))
-  return "\n\n".join(parts)
+  return {"optax_inner_loop": "\n\n".join(parts)}
 
 
 # Per task: the sine example's settings, and the iMAML Omniglot example's reduced ones.

@@ -12,7 +12,8 @@ Reports test MSE after adaptation with a 95% confidence interval.
 from __future__ import annotations
 
 import functools
-import pathlib
+import math
+import statistics
 import time
 
 import jax
@@ -21,6 +22,7 @@ import numpy as np
 import optax
 
 from examples import common
+from examples.reporting import Stat, commands, device, table, under, wall
 from metagrad import estimators, models, tasks
 
 METHODS = ("maml", "fomaml", "meta_sgd", "turtle", "meta_lstm", "imaml")
@@ -139,6 +141,72 @@ def run_method(method: str, args) -> dict:
   if method == "imaml":   # share of training tasks left out of the meta-gradient
     out["unsolved_tasks"] = float(np.mean([r["unsolved"] for r in result.log]))
   return out
+
+
+# ------------------------------------------------------------------ report
+
+SINE_METHODS = ("turtle", "maml", "fomaml", "meta_lstm", "meta_sgd", "imaml")
+
+
+def _sine_row(label: str, results: list[dict]) -> list:
+  """Mean ± std over the seeds that finished (which diverged, and when, beside it)
+  and the median over all seeds, a diverged one counted as infinitely bad."""
+  diverged = sorted(x["diverged_at"] for x in results if x.get("diverged_at"))
+  stat = Stat(x["test_mse"] for x in results if not x.get("diverged_at"))
+  cell = stat.pm(1, 3) if stat.n else "-"
+  if diverged:
+    cell += (f" ({len(diverged)} of {len(results)} diverged, at step"
+             f"{'s' * (len(diverged) > 1)} {', '.join(map(str, diverged))})")
+  median = (statistics.median(math.inf if x.get("diverged_at") else x["test_mse"]
+                              for x in results) if results else None)
+  median = "-" if median is None else "diverged" if math.isinf(median) else f"{median:.3f}"
+  return [label, cell, median, len(results)]
+
+
+def sine(records: list[dict]) -> str:
+  runs = under(records, "sine")
+  rows = [_sine_row(m, [r["results"][m] for r in runs if m in r["results"]])
+          for m in SINE_METHODS if m != "imaml"]
+  # iMAML's rows come from its own runs (sine_imaml/<setting>/seed<s>), one row per
+  # inner-solver setting: the all-method runs' iMAML used an earlier default.
+  imaml_runs = under(records, "sine_imaml")
+  imaml = {}
+  for r in imaml_runs:
+    f = r["flags"]
+    solver = f["imaml_solver"]
+    setting = (solver, f["imaml_lr"] if solver == "sgd" else None, f["imaml_steps"],
+               f["imaml_damping"])
+    imaml.setdefault(setting, []).append(r)
+  # L-BFGS first, then SGD by decreasing step.
+  order = lambda kv: (kv[0][0] == "sgd", -(kv[0][1] or 0.0))
+  for (solver, lr, steps, damping), rs in sorted(imaml.items(), key=order):
+    unsolved = Stat(r["results"]["imaml"].get("unsolved_tasks", math.nan) for r in rs)
+    how = f"L-BFGS x {steps}" if solver == "lbfgs" else f"inner step {lr:g} x {steps}"
+    label = (f"imaml ({how}" + (f", damping {damping:g}" if damping else "")
+             # (rounded: a float32 mean of zeros can log as 2e-8)
+             + (f"; {round(100 * unsolved.mean, 3):.2g}% of training tasks unsolved)"
+                if math.isfinite(unsolved.mean) else ")"))
+    rows.append(_sine_row(label, [r["results"]["imaml"] for r in rs]))
+  flags = runs[0]["flags"] if runs else {}
+  reg = {r["flags"]["imaml_reg"] for r in imaml_runs}
+  cg = {r["flags"]["imaml_cg_steps"] for r in imaml_runs}
+  # Fig. 3.3 plots the median over runs (30 there), so the table shows it beside the mean.
+  return (table(["method", "test MSE (mean ± std over the seeds that finished)",
+                 "median over seeds (diverged = worst)", "seeds"], rows)
+          + f"\n\n5-shot sine regression, 1-40-40-1 MLP, T = {flags.get('inner_steps')} inner "
+          f"step(s) (iMAML: the proximal problem solved as its rows say, λ = {'/'.join(map(str, sorted(reg)))}, "
+          f"{'/'.join(map(str, sorted(cg)))} CG iterations), meta-batch "
+          f"{flags.get('meta_batch')}, {flags.get('steps')} meta-steps, "
+          f"{flags.get('test_tasks')} test tasks per seed. Paper (Fig. 3.3, median of 30 runs): "
+          f"TURTLE < MAML < meta-learner LSTM. {wall(runs)} per seed for all six methods "
+          f"({wall(imaml_runs)} per iMAML run), {device(runs)}. "
+          f"Commands (iMAML's result in the first is superseded by its own rows):\n\n"
+          + commands(runs + imaml_runs))
+
+
+def report(records: list[dict], plots=None) -> dict[str, str]:
+  """This example's README blocks (``examples.report``): {name: markdown}."""
+  return {"sine": sine(records)}
 
 
 def main(argv=None):

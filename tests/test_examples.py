@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from examples import (es_protonet, estimator_showdown, evograd_rotation, evograd_toy,
-                      imaml_omniglot, meta_optimizers, optax_inner_loop, report,
-                      sine_meta_learning, unrolled_optimization)
+                      imaml_omniglot, meta_optimizers, migrate_results, optax_inner_loop,
+                      report, reporting, sine_meta_learning, unrolled_optimization)
 
 SMOKE = {
     "estimator_showdown": (estimator_showdown, [], ["showdown.png", "results.json"]),
@@ -222,6 +222,9 @@ def test_report_aggregates_seeds(tmp_path):
         "flags": {"points": "per_task"}, "seed": seed, "command": f"python -m x --seed {seed}",
         "device": {"kind": "cpu", "count": 1}, "wall_time_s": 60.0,
         "results": {"LR w/ MAML": row}, "ceilings": {"plain_step": 0.83}}))
+  with pytest.raises(ValueError, match="schema 1.*migrate_results"):
+    report.load(tmp_path)                  # an old layout is refused, not guessed at
+  migrate_results.main([str(tmp_path)])
   text = report.render(report.load(tmp_path), ["kronecker_t1"])["kronecker_t1"]
   assert "85.00 ± 7.07" in text            # mean and sample std over the two seeds
   assert "--seed S" in text
@@ -255,10 +258,10 @@ def test_resume_of_a_multi_run_example_starts_the_runs_that_had_not_started(tmp_
 
 
 def test_report_cells_for_one_run_and_diverged_values():
-  assert report.Stat([0.8]).pm(100) == "80.00 (1 run)"     # no made-up ± 0.00
-  assert report.Stat([1.4e7, 1.4e7]).pm(1, 4) == "1.4e+07 ± 0"
-  assert report.Stat([2.0e7]).pm(1, 4) == "2e+07 (1 run)"
-  assert report.Stat([]).pm() == "-"
+  assert reporting.Stat([0.8]).pm(100) == "80.00 (1 run)"     # no made-up ± 0.00
+  assert reporting.Stat([1.4e7, 1.4e7]).pm(1, 4) == "1.4e+07 ± 0"
+  assert reporting.Stat([2.0e7]).pm(1, 4) == "2e+07 (1 run)"
+  assert reporting.Stat([]).pm() == "-"
 
 
 def test_sine_imaml_leaves_unsolved_tasks_out_and_counts_them(tmp_path):
@@ -290,7 +293,8 @@ def test_report_sine_median_over_seeds_counts_a_diverged_seed_as_worst(tmp_path)
     out.mkdir(parents=True)
     (out / "results.json").write_text(json.dumps({
         "flags": {"steps": 10, "imaml_reg": 20.0, "imaml_cg_steps": 5, **flags}, "seed": seed,
-        "command": f"python -m x --seed {seed}", "device": {"kind": "cpu", "count": 1},
+        "command": f"python -m examples.sine_meta_learning --seed {seed}",
+        "device": {"kind": "cpu", "count": 1},
         "wall_time_s": 60.0, "results": results}))
   for seed, (mse, diverged_at) in enumerate(((1.0, None), (0.5, 3500), (3.0, 5000))):
     write("sine", seed, {"turtle": {"test_mse": mse, "diverged_at": None},
@@ -302,7 +306,8 @@ def test_report_sine_median_over_seeds_counts_a_diverged_seed_as_worst(tmp_path)
                                                           "unsolved_tasks": 0.001 * seed,
                                                           "diverged_at": None}},
           imaml_lr=0.0025, imaml_steps=80, imaml_damping=0.0)
-  text = report.sine(report.load(tmp_path))
+  migrate_results.main([str(tmp_path)])        # schema-1 files: iMAML then meant SGD
+  text = sine_meta_learning.report(report.load(tmp_path))["sine"]
   assert "| turtle | 1.500 ± 1.323 | 1.000 | 3 |" in text
   assert "| maml | - | - | 0 |" in text
   assert "| imaml | " not in text and "9.000" not in text   # superseded by its own runs
@@ -315,8 +320,8 @@ def test_report_sine_median_over_seeds_counts_a_diverged_seed_as_worst(tmp_path)
 
 def test_report_late_change_reads_the_curve_from_70_percent_of_the_steps():
   curve = [[100, 0.50], [600, 0.70], [700, 0.80], [800, 0.90], [1000, 0.82]]
-  assert abs(report.late_change(curve) - 0.02) < 1e-12    # 0.82 - value at step 700
-  assert report.late_change([[500, 0.3]]) is None and report.late_change(None) is None
+  assert abs(reporting.late_change(curve) - 0.02) < 1e-12    # 0.82 - value at step 700
+  assert reporting.late_change([[500, 0.3]]) is None and reporting.late_change(None) is None
 
 
 def test_report_table2_adds_rows_rerun_at_another_meta_lr(tmp_path):
@@ -335,6 +340,7 @@ def test_report_table2_adds_rows_rerun_at_another_meta_lr(tmp_path):
   for seed in (0, 1):
     write("kronecker_t2", seed, paper, None)
     write("kronecker_t2_kfc_meta_lr/0.001", seed, {"SCNN w/ KFC": 0.9}, 0.001)
+  migrate_results.main([str(tmp_path)])
   text = report.render(report.load(tmp_path), ["kronecker_t2"])["kronecker_t2"]
   assert "| SCNN w/ KFC, meta lr 0.001 (deviation) |" in text
   assert "at the paper's rates: KFC < MAML < MSGD < MC" in text
@@ -362,14 +368,15 @@ def test_report_imaml_rows_by_damping_with_the_support_spectrum(tmp_path):
       row["lanczos_iterations"] = lanczos
     (out / "results.json").write_text(json.dumps({
         "flags": flags, "seed": seed, "wall_time_s": 60.0, "results": {method: row},
-        "command": f"python -m x --seed {seed} --out {folder}/seed{seed}",
+        "command": f"python -m examples.imaml_omniglot --seed {seed} --out {folder}/seed{seed}",
         "device": {"kind": "cpu", "count": 1}}))
   for seed in (0, 1):
     write("maml", seed, "maml", 0.8)
     write("imaml", seed, "imaml", 0.6)                       # before --damping existed
     write("imaml_damping2.5", seed, "imaml", 0.7 + 0.1 * seed, 2.5, [-1.0, -4.0, -2.0])
     write("fomaml", seed, "fomaml", 0.75, 2.5, [-0.5, -0.25, -0.75], lanczos=40)
-  text = report.imaml(report.load(tmp_path))
+  migrate_results.main([str(tmp_path)])    # the flags and counts of their time, written in
+  text = imaml_omniglot.report(report.load(tmp_path))["imaml"]
   # MAML-style rows show the spectrum but solve no CG system: no indefinite cell.
   assert "| fomaml | 75.00 ± 0.00 | 0.03 ± 0.00 | -0.50 ± 0.00 → -0.50 ± 0.00 | - |" in text
   assert "| imaml, damping 0 | 60.00 ± 0.00 | 0.03 ± 0.00 | - | - |" in text
@@ -381,7 +388,8 @@ def test_report_imaml_rows_by_damping_with_the_support_spectrum(tmp_path):
   assert "conv4 with 16 channels" in text
   # ... and runs that store their count report it beside the older ones'.
   assert "Eigenvalues: 40/80 Lanczos steps" in text
-  assert report.conv_net({"num_blocks": 2}) == "conv2"
+  assert reporting.conv_net({"num_blocks": 2}) == "conv2"
   # Undamped runs from before the flag reproduce under today's default only with --damping 0.
   assert "--out imaml/seedS --damping 0" in text
-  assert text.endswith("--out imaml_damping2.5/seedS\n    python -m x --seed S --out maml/seedS")
+  assert text.endswith("--out imaml_damping2.5/seedS\n"
+                       "    python -m examples.imaml_omniglot --seed S --out maml/seedS")
