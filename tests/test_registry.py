@@ -5,7 +5,9 @@ registered (and nothing else). The matrix, for every registered estimator:
 a typo in each string-valued keyword raises ValueError naming the keyword;
 first-order and hypergradient estimators run jitted on bfloat16 parameters
 with has_aux, return gradients typed like their parameters, and compile once
-for two different keys.
+for two different keys; every estimator under vmap over keys equals one call
+per key; every estimator that takes axis_name gives under shard_map over two
+devices what it gives on one.
 """
 
 import inspect
@@ -13,6 +15,7 @@ import inspect
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from metagrad import estimators
@@ -122,3 +125,53 @@ def test_jit_bfloat16_has_aux_and_one_compilation(name):
   again, _ = jitted(params, jax.random.PRNGKey(1))     # another key: the same program
   chex.assert_trees_all_equal_shapes_and_dtypes(again, like)
   assert jitted._cache_size() == 1
+
+
+# ----------------------------------------------- vmap and shard_map columns
+
+def _first(out):
+  """The gradient of an estimator's result ((grads, state) for the unrolled)."""
+  return out[0] if isinstance(out, tuple) else out
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_vmap_over_keys_equals_one_call_per_key(name):
+  spec = REGISTRY[name]
+  keys = jax.random.split(jax.random.PRNGKey(3), 3)
+  mapped = jax.jit(jax.vmap(lambda k: _first(_call(spec, PARAMS, k))))(keys)
+  for i, key in enumerate(keys):
+    one = jax.jit(lambda k: _first(_call(spec, PARAMS, k)))(key)
+    chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x: x[i], mapped), one,
+                                rtol=1e-5, atol=1e-6)
+
+
+SHARDED = [name for name, spec in REGISTRY.items() if spec.sharded]
+
+
+@pytest.mark.parametrize("name", SHARDED)
+def test_shard_map_over_two_devices_equals_one_device(name):
+  from jax.sharding import Mesh, PartitionSpec as P
+  spec = REGISTRY[name]
+  key = jax.random.PRNGKey(5)
+  # Members that split evenly over 2 devices (antithetic pairs included).
+  even = {"population": 4} if "population" in spec.test_kwargs else {}
+  unroll = lambda p, inner, k, w: (jnp.sum(jnp.sin(p["w"])) ** 2 + inner, inner + 0.1)
+  init_inner = lambda k: jax.random.uniform(k, ())
+
+  def run(axis_name):
+    kwargs = {**spec.test_kwargs, **even, "axis_name": axis_name}
+    if spec.family == "first_order":
+      return spec.fn(smooth_loss, PARAMS, key, **kwargs)
+    state = estimators.init_state(spec.fn, init_inner, key, num_particles=4, params=PARAMS,
+                                  axis_name=axis_name)
+    return spec.fn(unroll, PARAMS, state, key, **kwargs)[0]
+
+  mesh = Mesh(np.array(jax.devices()[:2]), ("d",))
+  sharded = jax.jit(jax.shard_map(lambda: run("d"), mesh=mesh, in_specs=(), out_specs=P()))()
+  chex.assert_trees_all_close(sharded, jax.jit(lambda: run(None))(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_matrix_columns_cover_the_registry():
+  assert set(SHARDED) == {n for n, s in REGISTRY.items() if "axis_name" in
+                          inspect.signature(s.fn).parameters}
+  assert len(SHARDED) >= 9          # 5 first-order + 4 unrolled
