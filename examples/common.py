@@ -57,8 +57,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
 
 
 def base_parser(description: str, *, out: str, steps: int | None = None,
-                omniglot: bool = False) -> argparse.ArgumentParser:
-  """Flags every example has; the training flags only if it trains (``steps``)."""
+                omniglot: bool = False, steps_help: str | None = None) -> argparse.ArgumentParser:
+  """Flags every example has; the training flags only if it trains (``steps``,
+  or ``steps_help`` for an example whose default depends on other flags:
+  ``--steps`` then defaults to None)."""
   parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
   parser.add_argument("--seed", type=int, default=0, help="seed of everything random")
   parser.add_argument("--out", type=str, default=out, help="output directory")
@@ -67,8 +69,8 @@ def base_parser(description: str, *, out: str, steps: int | None = None,
   parser.add_argument("--overwrite", action="store_true",
                       help="replace a previous run in --out (without it, an --out that holds "
                            "a run is refused unless --resume continues it)")
-  if steps is not None:
-    parser.add_argument("--steps", type=int, default=steps, help="training steps")
+  if steps is not None or steps_help is not None:
+    parser.add_argument("--steps", type=int, default=steps, help=steps_help or "training steps")
     parser.add_argument("--log_every", type=int, default=50,
                         help="steps between progress lines / metrics.jsonl rows")
     parser.add_argument("--checkpoint_every", type=int, default=200,

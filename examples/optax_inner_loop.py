@@ -229,21 +229,14 @@ TASK_DEFAULTS = {
 
 def main(argv=None):
   started = time.time()
-  parser = common.base_parser(__doc__, steps=None, out="runs/optax_inner_loop", omniglot=True)
+  parser = common.base_parser(__doc__, out="runs/optax_inner_loop", omniglot=True,
+                              steps_help="meta-steps (default: sine 10000, omniglot 200)")
   parser.add_argument("--task", choices=tuple(TASK_DEFAULTS), default="sine")
   parser.add_argument("--inner", choices=(*INNER, "all"), default="all",
                       help="the inner loop's optimizer")
   parser.add_argument("--estimator", choices=ESTIMATORS, default="backprop",
                       help="how the meta-gradient through the inner loop is taken")
-  # Training flags by hand (base_parser's take one default): None means the task's.
-  parser.add_argument("--steps", type=int, default=None,
-                      help="meta-steps (default: sine 10000, omniglot 200)")
-  parser.add_argument("--log_every", type=int, default=50,
-                      help="steps between progress lines / metrics.jsonl rows")
-  parser.add_argument("--checkpoint_every", type=int, default=200,
-                      help="steps between checkpoints")
-  parser.add_argument("--resume", action="store_true",
-                      help="continue from the checkpoint in --out (same flags required)")
+  # Task-dependent defaults are None here and filled from TASK_DEFAULTS.
   parser.add_argument("--inner_steps", type=int, default=None, help="(sine 5, omniglot 10)")
   parser.add_argument("--inner_lr", type=float, default=None,
                       help="inner SGD's step size (sine 0.01, omniglot 0.1)")
