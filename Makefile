@@ -6,12 +6,12 @@ PY := $(VENV)/bin/python
 # The prepared offline Omniglot copy beside the checkout (see ../shared/data/README.md).
 export TFDS_DATA_DIR ?= $(abspath ../shared/data/tfds)
 
-.PHONY: demo test test-fast bench report clean
+.PHONY: demo test test-fast bench report docs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,examples,bench]'
+	$(PY) -m pip install -q -e '.[test,examples,bench,docs]'
 	touch $@
 
 demo: $(VENV)/.installed
@@ -29,9 +29,14 @@ test: test-fast
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.run_all --out benchmarks/results
 
-# README tables from the committed results.json files (examples/results, benchmarks/results).
+# README and docs tables from the committed results.json files (examples/results, benchmarks/results).
 report: $(VENV)/.installed
-	$(PY) -m examples.report examples/results --readme README.md
+	$(PY) -m examples.report examples/results --readme README.md --docs docs
+
+# The documentation site into site/ (not committed), strictly: a broken link or
+# reference, or a docstring parameter the signature lacks, fails the build.
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d site
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

@@ -194,7 +194,8 @@ def evolutionary_objective(train_loss: Callable[[Any, Any], jax.Array],
   ``finite_difference``, ...) can be applied to it as well.
 
   Args:
-    train_loss, val_loss: ``(params, hparams) -> scalar``.
+    train_loss: ``(params, hparams) -> scalar``, the loss the members step on.
+    val_loss: ``(params, hparams) -> scalar``, evaluated at the members' step.
     params: theta, the model's current parameters.
     key: PRNG key of the evolutionary step.
     **step_kwargs: ``population``, ``sigma``, ``temperature``, ``noise`` of

@@ -92,15 +92,20 @@ def main(argv=None):
   parser.add_argument("--only", nargs="+", choices=BLOCKS, default=None)
   parser.add_argument("--readme", type=pathlib.Path, default=None,
                       help="rewrite this file's <!-- report:NAME --> blocks")
+  parser.add_argument("--docs", type=pathlib.Path, default=None,
+                      help="also rewrite the blocks of every page under this directory")
   args = parser.parse_args(argv)
   if not args.runs.is_dir():
     raise SystemExit(f"error: {args.runs} is not a directory")
   records = load(args.runs)
   blocks = render(records, args.only, plots=args.runs)
-  if args.readme:
-    done = rewrite_readme(args.readme, blocks)
-    print(f"rewrote {len(done)} block(s) of {args.readme}: {', '.join(done) or 'none found'}")
-  else:
+  pages = ([args.readme] if args.readme else []) + (
+      sorted(args.docs.rglob("*.md")) if args.docs else [])
+  for page in pages:
+    done = rewrite_readme(page, blocks)
+    if done:
+      print(f"rewrote {len(done)} block(s) of {page}: {', '.join(done)}")
+  if not pages:
     for name, body in blocks.items():
       print(f"## {name}\n\n{body}\n")
 

@@ -23,7 +23,9 @@ def check_episode_args(shape, *, way: int, shot: int, query: int) -> tuple[int, 
 
   Args:
     shape: the images' shape, ``[classes, examples_per_class, H, W, C]``.
-    way, shot, query: the episode sizes to check.
+    way: classes per episode, to check.
+    shot: support examples per class, to check.
+    query: query examples per class, to check.
   """
   if len(shape) != 5:
     raise ValueError(
@@ -51,8 +53,10 @@ def sample_episode(key: jax.Array, images: jax.Array, *, way: int, shot: int,
   Args:
     key: PRNG key (same key, same episode).
     images: ``[classes, examples_per_class, H, W, C]`` (a device array).
-    way, shot, query: static episode sizes (ints >= 1; ``query`` >= 1 because a
-      query-less episode has no loss).
+    way: classes per episode (a static int >= 1).
+    shot: support examples per class (a static int >= 1).
+    query: query examples per class (a static int >= 1: a query-less episode
+      has no loss).
   """
   way, shot, query = check_episode_args(jnp.shape(images), way=way, shot=shot, query=query)
   k_cls, k_ex, k_sup, k_qry = jax.random.split(key, 4)
@@ -82,7 +86,9 @@ def sample_episodes(key: jax.Array, images: jax.Array, *, num: int, way: int, sh
     key: PRNG key; episode i uses ``split(key, num)[i]``.
     images: ``[classes, examples_per_class, H, W, C]``.
     num: episodes (>= 1).
-    way, shot, query: as :func:`sample_episode`.
+    way: as :func:`sample_episode`.
+    shot: as :func:`sample_episode`.
+    query: as :func:`sample_episode`.
   """
   num = _checks.count("num", num)
   way, shot, query = check_episode_args(jnp.shape(images), way=way, shot=shot, query=query)

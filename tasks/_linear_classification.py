@@ -42,7 +42,9 @@ def make_task_pools(key: jax.Array, *, dim: int = 100, num_train: int = 1000,
   Args:
     key: PRNG key (same key, same pools).
     dim: input dimension (>= 1).
-    num_train, num_val, num_test: boundaries per pool (>= 1 each).
+    num_train: boundaries in the training pool (>= 1).
+    num_val: boundaries in the validation pool (>= 1).
+    num_test: boundaries in the test pool (>= 1).
   """
   dim = _checks.count("dim", dim)
   sizes = [_checks.count(n, v) for n, v in (("num_train", num_train), ("num_val", num_val),
@@ -74,7 +76,8 @@ def sample_linear_task(key: jax.Array, boundary: jax.Array, *, shot: int, query:
   Args:
     key: PRNG key for fresh points (unused with ``points``).
     boundary: the task's ``w``.
-    shot, query: support and query points (>= 1 each).
+    shot: support points (>= 1).
+    query: query points (>= 1).
     points: ``None`` draws fresh ``x ~ N(0, I)``; a fixed ``[n, dim]`` array
       uses its first ``shot`` rows as support and the next ``query`` as query.
   """
@@ -99,7 +102,8 @@ def sample_from_pool(key: jax.Array, pool: jax.Array, *, shot: int, query: int,
   Args:
     key: PRNG key (boundary and points).
     pool: ``[num, dim]`` boundaries (from :func:`make_task_pools`).
-    shot, query: support and query points (>= 1 each).
+    shot: support points (>= 1).
+    query: query points (>= 1).
     points: ``None`` or the shared ``[n, dim]`` points.
   """
   _checks.rank("pool", pool, 2)

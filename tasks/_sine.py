@@ -28,7 +28,8 @@ def sine(x, amplitude, phase):
 
   Args:
     x: inputs.
-    amplitude, phase: the task's A and phi.
+    amplitude: the task's A.
+    phase: the task's phi.
   """
   return amplitude * jnp.sin(x - phase)
 
@@ -38,7 +39,8 @@ def sample_sine_task(key: jax.Array, *, shot: int = 5, query: int = 10) -> SineT
 
   Args:
     key: PRNG key (same key, same task).
-    shot, query: support and query points (static ints >= 1).
+    shot: support points (a static int >= 1).
+    query: query points (a static int >= 1).
   """
   shot, query = _checks.count("shot", shot), _checks.count("query", query)
   ka, kp, kx = jax.random.split(key, 3)
@@ -55,7 +57,8 @@ def sample_sine_tasks(key: jax.Array, *, num: int, shot: int = 5, query: int = 1
   Args:
     key: PRNG key; task i uses ``split(key, num)[i]``.
     num: tasks (>= 1).
-    shot, query: as :func:`sample_sine_task`.
+    shot: as :func:`sample_sine_task`.
+    query: as :func:`sample_sine_task`.
   """
   num = _checks.count("num", num)
   shot, query = _checks.count("shot", shot), _checks.count("query", query)

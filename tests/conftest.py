@@ -77,6 +77,7 @@ INTEGRATION_FILES = frozenset({
 INTEGRATION_TESTS = frozenset({
     "test_kronecker.py::test_kfc_and_cfc_run_and_learnable",
     "test_protonet.py::test_protonet_trained_by_backprop_beats_chance",
+    "test_docs.py::test_the_site_builds_strictly_with_its_pages_and_images",
 })
 # Tests that take 30 s or more on 2 cores (measured, `--durations`), started
 # first: xdist hands tests out in collection order, and a long test that

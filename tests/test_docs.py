@@ -1,0 +1,56 @@
+"""The documentation site: every public symbol has an API entry, and the site
+builds strictly with every page of its navigation and every image it shows."""
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+from metagrad import estimators, models, tasks
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+
+def _api_entries() -> set[str]:
+  return {m.group(1) for page in (DOCS / "api").glob("*.md")
+          for m in re.finditer(r"^::: metagrad\.(\S+)$", page.read_text(), re.M)}
+
+
+def test_every_public_symbol_has_one_api_entry():
+  public = {f"{pkg.__name__.split('.')[-1]}.{name}" for pkg in (estimators, models, tasks)
+            for name in pkg.__all__}
+  entries = _api_entries()
+  assert public - entries == set(), "public but undocumented"
+  assert entries - public == set(), "documented but not public"
+
+
+def _nav_pages(nav) -> list[str]:
+  out = []
+  for item in nav:
+    value = next(iter(item.values())) if isinstance(item, dict) else item
+    out += _nav_pages(value) if isinstance(value, list) else [value]
+  return out
+
+
+def test_the_site_builds_strictly_with_its_pages_and_images(tmp_path):
+  import yaml    # PyYAML comes with the docs extra (mkdocs)
+  config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+  pages = _nav_pages(config["nav"])
+  assert all((DOCS / page).is_file() for page in pages), pages
+  site = tmp_path / "site"
+  env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+  done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stdout + done.stderr
+  for page in pages:
+    html = site / page.replace("index.md", "").replace(".md", "") / "index.html"
+    assert html.is_file(), page
+    text = html.read_text()
+    for src in re.findall(r'<img [^>]*src="([^"]+)"', text):
+      if not src.startswith(("http:", "https:", "data:")):
+        assert (html.parent / src).resolve().is_file(), (page, src)
+  # The API pages render the docstrings: signatures and the Args sections.
+  api = (site / "api" / "first-order" / "index.html").read_text()
+  assert "es_wsr" in api and "Parameters" in api and "population" in api
