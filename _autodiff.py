@@ -19,7 +19,7 @@ A custom VJP has no JVP, so under forward-mode differentiation (the
 estimators that push tangents: ``forward_mode``, ``forward_gradient``, the
 Hessian-vector products of ``implicit``/``imaml``/``hessian_extreme_eigenvalues``)
 the plain ``jax.value_and_grad`` is used instead; those estimators mark their
-tracing with :func:`forward_mode_trace`. Both give the same values.
+tracing with ``forward_mode_trace``. Both give the same values.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ _FORWARD = contextvars.ContextVar("metagrad_forward_mode_trace", default=False)
 
 @contextlib.contextmanager
 def forward_mode_trace():
-  """While active, :func:`mixed_value_and_grad` is the plain
+  """While active, ``mixed_value_and_grad`` is the plain
   ``jax.value_and_grad`` (it will be differentiated by forward mode)."""
   token = _FORWARD.set(True)
   try:
@@ -48,7 +48,7 @@ def forward_mode_trace():
 
 def traces_forward_mode(estimator: Callable) -> Callable:
   """Decorator: the estimator's body (and so every trace of the user's loss it
-  makes) runs under :func:`forward_mode_trace`."""
+  makes) runs under ``forward_mode_trace``."""
   @functools.wraps(estimator)
   def wrapped(*args, **kwargs):
     with forward_mode_trace():
@@ -103,7 +103,7 @@ _value_and_grad.defvjp(_value_and_grad_fwd, _value_and_grad_bwd)
 
 def mixed_value_and_grad(fn: Callable[[Any], jax.Array]) -> Callable[[Any], tuple]:
   """``jax.value_and_grad(fn)`` differentiated by forward-over-reverse (module
-  docstring); the plain one under :func:`forward_mode_trace`."""
+  docstring); the plain one under ``forward_mode_trace``."""
   def value_and_grad(x):
     if in_forward_mode_trace():
       return jax.value_and_grad(fn)(x)

@@ -4,7 +4,7 @@ Every check raises ``ValueError`` naming the offending argument and what it
 accepts. Checks on values only run when the value is concrete (a Python number
 or a concrete array); a traced hyperparameter (e.g. a learned sigma passed
 under ``jit``) cannot be inspected and is trusted. Integers that fix shapes
-must be static (see :func:`integer`).
+must be static (see ``integer``).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def population(value: Any, *, antithetic: bool, minimum: int = 2) -> int:
 
 
 def count(name: str, value: Any) -> int:
-  """A static int >= 1 (see :func:`integer`)."""
+  """A static int >= 1 (see ``integer``)."""
   return integer(name, value, minimum=1)
 
 

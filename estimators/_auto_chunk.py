@@ -2,7 +2,7 @@
 
 One rule for every estimator that iterates over members (noise draws, JVP
 tangents or coordinates), as a pure function of what XLA reports about one
-member's work, returning a :class:`ChunkPlan`. The plan travels back to the
+member's work, returning a ``ChunkPlan``. The plan travels back to the
 caller in ``PopulationInfo.chunk_plan`` (static, so ``jax.eval_shape`` shows
 it without running anything).
 

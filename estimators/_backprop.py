@@ -17,7 +17,7 @@ def backprop(loss_fn: Callable[[Any], Any], params: Any, key: jax.Array | None =
   with the number of inner steps, the ES-ProtoNet TPU paper
   section II-E, Omega_BP = g * l); see ``models.adapt``'s
   ``checkpoint_every`` for O(sqrt T) memory at the price of one more forward
-  pass, and :func:`metagrad.estimators.implicit` for memory independent of T.
+  pass, and ``metagrad.estimators.implicit`` for memory independent of T.
 
   Args:
     loss_fn: ``params -> scalar`` (``-> (scalar, aux)`` with ``has_aux``).

@@ -1,7 +1,7 @@
 """Members evaluated ``chunk_size`` at a time (``vmap`` inside ``scan``), so
 peak memory is ``O(chunk_size * D)`` instead of ``O(P * D)``.
 
-Every chunked loop pads the member indices with :func:`pad_chunks` (edge
+Every chunked loop pads the member indices with ``pad_chunks`` (edge
 padding: a padded slot evaluates a valid member and is masked out).
 """
 

@@ -5,7 +5,7 @@ problem of linear differential and integral operators", J. Res. Nat. Bur.
 Standards 45; with full reorthogonalisation as in Golub & Van Loan, "Matrix
 Computations" (4th ed.), sections 10.1 and 10.3.1.
 
-Why it is here: :func:`implicit` and :func:`imaml` solve ``(H + damping I) v
+Why it is here: ``implicit`` and ``imaml`` solve ``(H + damping I) v
 = g`` by conjugate gradients, which is exact only when ``H + damping I`` is
 positive definite (for iMAML: ``H_S + (reg + damping) I``). Whether that holds
 at *your* inner solution is a property of your model and data, not of the
@@ -68,7 +68,7 @@ def hessian_extreme_eigenvalues(loss_fn: Callable[[Any], jax.Array], params: Any
   Args:
     loss_fn: ``params -> scalar``, twice differentiable (e.g. iMAML's support
       loss at the adapted parameters, or ``lambda p: train_loss(p, hparams)``
-      for :func:`implicit`).
+      for ``implicit``).
     params: the point at which the Hessian is taken (a pytree of float
       arrays; bfloat16/float16 leaves are handled in float32).
     key: the PRNG key of the starting vector (and of restarts); same key,

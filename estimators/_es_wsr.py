@@ -28,7 +28,7 @@ def es_wsr(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
       w_i = (L_i - mean_j L_j) / std_j L_j,
       g = (1/P) sum_i w_i eps_i.
 
-  Unlike :func:`es` there is no ``1/sigma``: the displacement ``eps_i`` itself
+  Unlike ``es`` there is no ``1/sigma``: the displacement ``eps_i`` itself
   carries the scale ``sigma``, so the paper's step sizes (alpha = 1 with
   sigma = 0.01, alpha = 10 with sigma = 0.1, Table I) transfer unchanged to
   ``theta <- theta - alpha * g``. The paper writes rewards F = -L and ascends;

@@ -146,13 +146,13 @@ def evograd(train_loss: Callable[[Any, Any], jax.Array],
   """EvoGrad hypergradient ``d val_loss(theta*(lambda), lambda) / d lambda``.
 
   EvoGrad's Table 1 (right column): reverse mode through
-  :func:`evolutionary_step` only, no second-order terms and no longer graph
+  ``evolutionary_step`` only, no second-order terms and no longer graph
   than one forward pass of K candidates. Defaults follow section 4.2
   (K = 2, tau = 0.05, sigma = 1e-3).
 
   **Scale.** For small sigma, ``E[theta*] ~ theta - eta g`` with
   ``g = d train_loss / d theta`` and ``eta = sigma^2 (K - 1) / (K tau)``, so the
-  mean EvoGrad hypergradient is the :func:`t1_t2` hypergradient with
+  mean EvoGrad hypergradient is the ``t1_t2`` hypergradient with
   ``inner_lr = eta`` (2e-5 at the defaults): tiny per draw, and noisy (one
   K = 2 draw's signal-to-noise ratio can be well below 1). Use Adam (scale-free)
   or a hyper-learning rate about ``1/eta`` times a T1-T2 one, and average
@@ -199,7 +199,7 @@ def evolutionary_objective(train_loss: Callable[[Any, Any], jax.Array],
     params: theta, the model's current parameters.
     key: PRNG key of the evolutionary step.
     **step_kwargs: ``population``, ``sigma``, ``temperature``, ``noise`` of
-      :func:`evolutionary_step`.
+      ``evolutionary_step``.
   """
   def objective(hparams):
     theta_star = evolutionary_step(train_loss, params, hparams, key,

@@ -20,7 +20,7 @@ def forward_mode(loss_fn: Callable[[Any], Any], params: Any,
   The forward-mode alternative of the ES-ProtoNet TPU paper
   section II-D/E: no tape is stored, so memory does not grow
   with the length of an inner loop inside ``loss_fn`` (unlike
-  :func:`backprop`); it costs D JVPs instead.
+  ``backprop``); it costs D JVPs instead.
 
   Args:
     loss_fn: ``params -> scalar`` (``-> (scalar, aux)`` with ``has_aux``).

@@ -3,7 +3,7 @@ problem.
 
 ``init_state(..., num_windows=...)`` takes ``None`` (never reset: an infinite
 horizon, as in influence balancing), an int (a fixed horizon, shorthand for
-:class:`FixedHorizon`) or a schedule object. :class:`RandomHorizon` draws each
+``FixedHorizon``) or a schedule object. ``RandomHorizon`` draws each
 episode's length uniformly from ``[min_windows, max_windows]``, keyed by the
 episode (so both members of an antithetic pair share it, and the draw does not
 depend on devices or chunks): particles then reset at different times, the

@@ -64,7 +64,7 @@ def implicit(train_loss: Callable[[Any, Any], jax.Array],
   Args:
     train_loss: ``(params, hparams) -> scalar``, the inner objective that
       ``params`` minimises (for iMAML: the support loss plus the proximal
-      term, see :func:`imaml`).
+      term, see ``imaml``).
     val_loss: ``(params, hparams) -> scalar`` (``-> (scalar, aux)`` with
       ``has_aux``), the outer objective.
     params: theta*, the inner solution your own inner loop produced (e.g.
@@ -78,7 +78,7 @@ def implicit(train_loss: Callable[[Any, Any], jax.Array],
       Hessian-vector product.
     damping: added to the Hessian's diagonal (>= 0): regularises an
       ill-conditioned or indefinite Hessian (theta* not an exact minimum);
-      :func:`hessian_extreme_eigenvalues` measures how indefinite.
+      ``hessian_extreme_eigenvalues`` measures how indefinite.
     tol: CG's relative residual tolerance (it stops earlier when reached).
     neumann_step: the Neumann series' step (alpha in Lorraine et al.).
     has_aux: ``val_loss`` returns ``(loss, aux)``; the result is
@@ -181,7 +181,7 @@ def imaml(support_loss: Callable[[Any], jax.Array], query_loss: Callable[[Any], 
   authors' code uses ``(2 I + H_S / (reg + 10))^{-1} g``
   (aravindr93/imaml_dev, ``regu_coef=1``, ``lam_damping=10``): ``d = reg +
   20`` up to the factor ``reg / (reg + 10)``. Measure ``lambda_min(H_S)`` on
-  your own tasks with :func:`hessian_extreme_eigenvalues` (``support_loss``,
+  your own tasks with ``hessian_extreme_eigenvalues`` (``support_loss``,
   ``adapted``).
 
   Args:
@@ -191,15 +191,15 @@ def imaml(support_loss: Callable[[Any], jax.Array], query_loss: Callable[[Any], 
     meta_params: theta_0, the meta-learned initialisation (the anchor).
     key: unused (common signature).
     reg: the proximal strength lambda of iMAML (> 0).
-    return_info: also return an :class:`ImamlInfo` (the proximal gradient left
+    return_info: also return an ``ImamlInfo`` (the proximal gradient left
       after adaptation relative to its start, and whether the task counts as
       solved), last in the result tuple.
     **solver_kwargs: ``solver``, ``num_iterations``, ``damping``, ``tol``,
-      ``neumann_step``, ``has_aux`` of :func:`implicit`.
+      ``neumann_step``, ``has_aux`` of ``implicit``.
 
   Returns:
     The meta-gradient, shaped like ``meta_params``; with ``has_aux``,
-    ``(grads, aux)``; with ``return_info``, :class:`ImamlInfo` last.
+    ``(grads, aux)``; with ``return_info``, ``ImamlInfo`` last.
 
   Examples:
     >>> import jax, jax.numpy as jnp

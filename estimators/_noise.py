@@ -17,9 +17,9 @@ lowers the hash as a 5-iteration ``while`` loop (to keep compile times down),
 which XLA cannot fuse with the bit-to-float transform or with the caller's
 use of the draw: every iteration materializes the counters in memory.
 
-:func:`normal` computes the same function with the 20 rounds unrolled, so the
+``normal`` computes the same function with the 20 rounds unrolled, so the
 hash and the transform fuse into one loop over the draws, which writes each
-direction once for all its uses (see :func:`normal` on why once).
+direction once for all its uses (see ``normal`` on why once).
 It reproduces ``jax.random.normal(key, shape, dtype)`` exactly (tested
 bit-for-bit for float32, bfloat16 and float16 and many keys and shapes): what
 a key means does not change, only the time (2.0-3.5x less per normal here, see

@@ -24,7 +24,7 @@ def t1_t2(train_loss: Callable[[Any, Any], jax.Array],
 
   computed by reverse mode through the inner gradient step (second order).
   Its scale is the exact hypergradient of the one-step lookahead; EvoGrad's
-  mean equals it at ``eta = sigma^2 (K - 1) / (K tau)`` (see :func:`evograd`).
+  mean equals it at ``eta = sigma^2 (K - 1) / (K tau)`` (see ``evograd``).
 
   Args:
     train_loss: ``(params, hparams) -> scalar``.

@@ -145,7 +145,7 @@ def init_state(estimator, init_inner: Callable[[jax.Array], Any], key: jax.Array
       ``pmap``; the key must be the same on every device).
 
   Returns:
-    An :class:`UnrollState`.
+    An ``UnrollState``.
   """
   name = _name_of(estimator)
   layout = LAYOUTS[name]

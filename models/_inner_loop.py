@@ -1,7 +1,7 @@
 """The inner loop of optimisation-based meta-learning, as one pure function.
 
 ``meta_loss(meta_params) = query_loss(adapt(support_loss, ...))`` written once
-can be differentiated by any estimator of :mod:`metagrad.estimators`: reverse
+can be differentiated by any estimator of ``metagrad.estimators``: reverse
 mode stores the whole trajectory (memory grows with ``steps``; with
 ``checkpoint_every`` only every k-th state), while ``forward_mode``,
 ``es``/``es_wsr`` and ``finite_difference`` only run it forward (``lax.scan``
@@ -34,7 +34,7 @@ class UpdateRule(NamedTuple):
       and takes the rest as ``**_``: ``loss`` is the support loss at
       ``params``, ``step`` the step index, ``loss_fn`` the support loss itself,
       for rules that adapt themselves on it (KLin/KFC, eq. 4); such rules take
-      its derivatives with :func:`support_gradient` so that ``first_order``
+      its derivatives with ``support_gradient`` so that ``first_order``
       and ``mixed_mode`` reach them too.
   """
   init: Callable[[jax.Array, Params], Params]
@@ -51,7 +51,7 @@ class AdaptResult(NamedTuple):
 class _SupportLoss:
   """The support loss as rules see it, carrying how ``adapt`` differentiates:
   under ``first_order`` derivatives a rule takes of it
-  (:func:`support_gradient`) are constants to the meta-gradient; under
+  (``support_gradient``) are constants to the meta-gradient; under
   ``mixed_mode`` their own derivatives are taken forward-over-reverse."""
 
   def __init__(self, fn, first_order: bool, mixed_mode: bool):
@@ -91,7 +91,7 @@ def adapt(loss_fn: Callable[[Params], jax.Array], params: Params, rule: UpdateRu
     loss_fn: the task's support loss, ``params -> scalar``.
     params: the initial parameters theta_0 (MAML's meta-learned init),
       floating-point leaves.
-    rule: an :class:`UpdateRule` (``sgd``, ``meta_sgd``, ``klin``, ``turtle``...).
+    rule: an ``UpdateRule`` (``sgd``, ``meta_sgd``, ``klin``, ``turtle``...).
     rule_params: the rule's meta-parameters (from ``rule.init``).
     steps: T >= 0, the number of inner updates (a static int).
     first_order: the first-order assumption of FO-MAML and of the
@@ -119,7 +119,7 @@ def adapt(loss_fn: Callable[[Params], jax.Array], params: Params, rule: UpdateRu
       compiled memory per step drops to about one parameter vector plus
       what the rule itself keeps (its own network's activations for
       learned rules). Derivatives a rule takes of the support loss through
-      :func:`support_gradient` are treated alike (all of metagrad's rules
+      ``support_gradient`` are treated alike (all of metagrad's rules
       do); a rule of your own that calls ``jax.grad`` on ``loss_fn`` directly
       keeps plain reverse-over-reverse for that derivative. Estimators that push
       tangents instead (``forward_mode``, ``forward_gradient``, the
@@ -141,7 +141,7 @@ def adapt(loss_fn: Callable[[Params], jax.Array], params: Params, rule: UpdateRu
   the sum of the devices' meta-gradients, as for any replicated input.
 
   Returns:
-    :class:`AdaptResult` with theta_T and the per-step inner losses.
+    ``AdaptResult`` with theta_T and the per-step inner losses.
 
   References:
     Kemaev, Calian, Zintgraf, Farquhar & van Hasselt (2025), "Scalable

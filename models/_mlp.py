@@ -50,7 +50,7 @@ def logistic_regression(num_outputs: int = 1) -> hk.Transformed:
 def linear_network(hidden: Sequence[int] = (64, 64, 64), num_outputs: int = 1) -> hk.Transformed:
   """LinNet: logistic regression over linear hidden layers (no activations).
 
-  Same capacity as :func:`logistic_regression`, but over-parameterised, which
+  Same capacity as ``logistic_regression``, but over-parameterised, which
   makes it meta-learnable (Kronecker meta-optimizers paper, section 3.2; 3 x
   64 hidden units in A.1.1, 256-128-64-64 on Omniglot).
 

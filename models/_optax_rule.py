@@ -87,7 +87,7 @@ def _check_differentiable_at_zero_gradient(optimizer, params) -> None:
 
 def optax_rule(optimizer: optax.GradientTransformation, *, learnable: Sequence[str] = (),
                stop_state_gradient: bool = False) -> UpdateRule:
-  """An :class:`UpdateRule` running any optax optimizer, differentiable end to end.
+  """An ``UpdateRule`` running any optax optimizer, differentiable end to end.
 
   Each inner step is ``updates, s_{t+1} = optimizer.update(g_t, s_t, theta_t,
   value=L(theta_t), grad=g_t, value_fn=L)`` and ``theta_{t+1} = theta_t +
@@ -131,7 +131,7 @@ def optax_rule(optimizer: optax.GradientTransformation, *, learnable: Sequence[s
       constant to the meta-gradient, keeping the gradients' second-order terms.
 
   Returns:
-    An :class:`UpdateRule` for :func:`adapt`; ``init(key, params)`` returns
+    An ``UpdateRule`` for ``adapt``; ``init(key, params)`` returns
     the learnable hyperparameters' initial values (``{}`` when none).
 
   Examples:

@@ -4,7 +4,7 @@ Networks for Few-shot Learning"; ES-ProtoNet eq. 1-3).
 Labels must lie in ``0 .. num_classes - 1``. Shapes are checked always; label
 values are checked whenever they are concrete (eager code, or arrays passed
 in before ``jit``). Inside ``jit`` they are traced and cannot be inspected: call
-:func:`check_labels` in your step and wrap it with
+``check_labels`` in your step and wrap it with
 ``jax.experimental.checkify.checkify`` to check them there too::
 
     from jax.experimental import checkify
@@ -51,7 +51,7 @@ def check_labels(labels: jax.Array, num_classes: int, name: str = "labels") -> N
 
 def _check_concrete_labels(labels, num_classes, name):
   """The dtype always; the values only when concrete (a traced check needs
-  checkify's wrapper, see :func:`check_labels`)."""
+  checkify's wrapper, see ``check_labels``)."""
   if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
     raise ValueError(f"`{name}` must be integer class indices, got dtype "
                      f"{jnp.result_type(labels)}.")
@@ -107,7 +107,7 @@ def loss(logits_: jax.Array, labels: jax.Array) -> jax.Array:
   """Mean ``-log p(y = k | x)`` under ``softmax(logits)`` (eq. 3).
 
   Args:
-    logits_: ``[Q, K]`` from :func:`logits`.
+    logits_: ``[Q, K]`` from ``logits``.
     labels: ``[Q]`` integer labels in ``0 .. K - 1``.
   """
   _checks.rank("logits_", logits_, 2)
@@ -135,7 +135,7 @@ def episode_loss(embed, params, episode, *, way: int, distance: str = "euclidean
   Args:
     embed: ``(params, images) -> embeddings`` (e.g. ``conv4().apply``).
     params: the embedding network's parameters.
-    episode: a :class:`metagrad.tasks.Episode` (labels in ``0 .. way - 1``).
+    episode: a ``metagrad.tasks.Episode`` (labels in ``0 .. way - 1``).
     way: number of classes in the episode (a static int, at most the
       number of support examples).
     distance: ``"euclidean"`` or ``"cosine"``.

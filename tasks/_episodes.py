@@ -86,9 +86,9 @@ def sample_episodes(key: jax.Array, images: jax.Array, *, num: int, way: int, sh
     key: PRNG key; episode i uses ``split(key, num)[i]``.
     images: ``[classes, examples_per_class, H, W, C]``.
     num: episodes (>= 1).
-    way: as :func:`sample_episode`.
-    shot: as :func:`sample_episode`.
-    query: as :func:`sample_episode`.
+    way: as ``sample_episode``.
+    shot: as ``sample_episode``.
+    query: as ``sample_episode``.
   """
   num = _checks.count("num", num)
   way, shot, query = check_episode_args(jnp.shape(images), way=way, shot=shot, query=query)

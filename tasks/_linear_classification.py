@@ -97,11 +97,11 @@ def sample_linear_task(key: jax.Array, boundary: jax.Array, *, shot: int, query:
 def sample_from_pool(key: jax.Array, pool: jax.Array, *, shot: int, query: int,
                      points: jax.Array | None = None) -> LinearTask:
   """Picks a boundary from a fixed pool (``[num, dim]``), then the task's points
-  (fresh, or the fixed ``points``; see :func:`sample_linear_task`).
+  (fresh, or the fixed ``points``; see ``sample_linear_task``).
 
   Args:
     key: PRNG key (boundary and points).
-    pool: ``[num, dim]`` boundaries (from :func:`make_task_pools`).
+    pool: ``[num, dim]`` boundaries (from ``make_task_pools``).
     shot: support points (>= 1).
     query: query points (>= 1).
     points: ``None`` or the shared ``[n, dim]`` points.

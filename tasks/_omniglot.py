@@ -134,7 +134,7 @@ def with_rotations(images: np.ndarray) -> np.ndarray:
 
 def omniglot_splits(images: np.ndarray, *, split: str = "standard", rotations: bool = True,
                     seed: int = 0) -> dict[str, np.ndarray]:
-  """Class splits of :func:`load_omniglot`'s array.
+  """Class splits of ``load_omniglot``'s array.
 
   * ``"standard"`` (Vinyals et al. 2016, MAML): a seeded shuffle of the 1623
     characters, 1200 for training and the remaining 423 for testing, rotations
@@ -145,7 +145,7 @@ def omniglot_splits(images: np.ndarray, *, split: str = "standard", rotations: b
   * ``"background"`` (Lake et al.): background 964 vs evaluation 659 characters.
 
   Args:
-    images: :func:`load_omniglot`'s array (all 1623 characters).
+    images: ``load_omniglot``'s array (all 1623 characters).
     split: ``"standard"``, ``"es_protonet"`` or ``"background"``.
     rotations: add the 90/180/270-degree rotations as classes.
     seed: the shuffle of the split.

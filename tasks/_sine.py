@@ -57,8 +57,8 @@ def sample_sine_tasks(key: jax.Array, *, num: int, shot: int = 5, query: int = 1
   Args:
     key: PRNG key; task i uses ``split(key, num)[i]``.
     num: tasks (>= 1).
-    shot: as :func:`sample_sine_task`.
-    query: as :func:`sample_sine_task`.
+    shot: as ``sample_sine_task``.
+    query: as ``sample_sine_task``.
   """
   num = _checks.count("num", num)
   shot, query = _checks.count("shot", shot), _checks.count("query", query)
