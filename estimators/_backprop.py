@@ -28,6 +28,17 @@ def backprop(loss_fn: Callable[[Any], Any], params: Any, key: jax.Array | None =
 
   Returns:
     A pytree shaped and typed like ``params`` (with ``has_aux``: ``(grads, aux)``).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from metagrad import estimators
+    >>> g = estimators.backprop(lambda p: jnp.sum(p["w"] ** 2), {"w": jnp.array([1.0, -2.0])})
+    >>> g["w"].tolist()
+    [2.0, -4.0]
+
+  References:
+    Baydin, Pearlmutter, Radul & Siskind 2018, "Automatic Differentiation in
+    Machine Learning: a Survey", arXiv:1502.05767.
   """
   del key
   _checks.float_pytree("params", params)

@@ -71,6 +71,21 @@ def es(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
   Returns:
     A pytree shaped and typed like ``params`` (a gradient: subtract it to
     descend); with ``has_aux``, ``(grads, aux)``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import estimators
+    >>> loss = lambda p: jnp.sum(p["w"] ** 2)
+    >>> g = estimators.es(loss, {"w": jnp.array([1.0, -2.0])}, jax.random.PRNGKey(0),
+    ...                   sigma=0.1, population=4096)
+    >>> bool(jnp.allclose(g["w"], jnp.array([2.0, -4.0]), atol=0.3))
+    True
+
+  References:
+    Salimans, Ho, Chen, Sidor & Sutskever 2017, "Evolution Strategies as a
+    Scalable Alternative to Reinforcement Learning", arXiv:1703.03864;
+    Sheng & He 2022, "Distributed Evolution Strategies Using TPUs for
+    Meta-Learning", arXiv:2201.00093.
   """
   population, antithetic, chunk_size, noise = _perturbation.check_arguments(
       key, sigma, population, antithetic, chunk_size, noise, params)

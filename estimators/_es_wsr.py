@@ -72,6 +72,20 @@ def es_wsr(loss_fn: Callable[[Any], jax.Array], params: Any, key: jax.Array, *,
 
   Returns:
     A pytree shaped and typed like ``params``; with ``has_aux``, ``(grads, aux)``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import estimators
+    >>> loss = lambda p: jnp.sum(p["w"] ** 2)
+    >>> g = estimators.es_wsr(loss, {"w": jnp.array([1.0, -2.0])}, jax.random.PRNGKey(0),
+    ...                       population=1024)
+    >>> direction = g["w"] / jnp.linalg.norm(g["w"])     # scale-free: sigma sqrt(1 + D/P)
+    >>> bool(direction @ jnp.array([2.0, -4.0]) / jnp.sqrt(20.0) > 0.9)
+    True
+
+  References:
+    Sheng & He 2022, "Distributed Evolution Strategies Using TPUs for
+    Meta-Learning", arXiv:2201.00093, eq. (9).
   """
   population, antithetic, chunk_size, noise = _perturbation.check_arguments(
       key, sigma, population, antithetic, chunk_size, noise, params)

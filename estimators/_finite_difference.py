@@ -70,6 +70,18 @@ def finite_difference(loss_fn: Callable[[Any], Any], params: Any,
 
   Returns:
     A pytree shaped and typed like ``params``; with ``has_aux``, ``(grads, aux)``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from metagrad import estimators
+    >>> g = estimators.finite_difference(lambda p: jnp.sum(p["w"] ** 2),
+    ...                                  {"w": jnp.array([1.0, -2.0])}, scheme="central")
+    >>> [round(x, 2) for x in g["w"].tolist()]
+    [2.0, -4.0]
+
+  References:
+    Sheng & He 2022, "Distributed Evolution Strategies Using TPUs for
+    Meta-Learning", arXiv:2201.00093, section II-G.
   """
   _checks.positive("step", step)
   scheme = _checks.choice("scheme", scheme, SCHEMES)

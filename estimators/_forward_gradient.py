@@ -52,6 +52,19 @@ def forward_gradient(loss_fn: Callable[[Any], Any], params: Any,
 
   Returns:
     A pytree shaped and typed like ``params``; with ``has_aux``, ``(grads, aux)``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import estimators
+    >>> loss = lambda p: jnp.sum(p["w"] ** 2)
+    >>> g = estimators.forward_gradient(loss, {"w": jnp.array([1.0, -2.0])},
+    ...                                 jax.random.PRNGKey(0), population=4096)
+    >>> bool(jnp.allclose(g["w"], jnp.array([2.0, -4.0]), atol=0.3))   # unbiased
+    True
+
+  References:
+    Baydin, Pearlmutter, Syme, Wood & Torr 2022, "Gradients without
+    Backpropagation", arXiv:2202.08587.
   """
   _checks.prng_key("key", key)
   _checks.float_pytree("params", params)

@@ -36,6 +36,19 @@ def forward_mode(loss_fn: Callable[[Any], Any], params: Any,
 
   Returns:
     A pytree shaped and typed like ``params``; with ``has_aux``, ``(grads, aux)``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from metagrad import estimators
+    >>> g = estimators.forward_mode(lambda p: jnp.sum(p["w"] ** 2), {"w": jnp.array([1.0, -2.0])})
+    >>> g["w"].tolist()
+    [2.0, -4.0]
+
+  References:
+    Baydin, Pearlmutter, Radul & Siskind 2018, "Automatic Differentiation in
+    Machine Learning: a Survey", arXiv:1502.05767; Sheng & He 2022,
+    "Distributed Evolution Strategies Using TPUs for Meta-Learning",
+    arXiv:2201.00093, section II-D/E.
   """
   del key
   _checks.float_pytree("params", params)

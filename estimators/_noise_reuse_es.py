@@ -39,6 +39,23 @@ def noise_reuse_es(unroll: Callable, params: Any, state: _unroll.UnrollState, ke
 
   Returns:
     ``(grads, state)``: NaN grads if no pair's losses were finite.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import estimators
+    >>> unroll = lambda p, s, k, w: (jnp.sum((s - p["target"]) ** 2), 0.5 * s + 0.5 * p["target"])
+    >>> init = lambda k: jnp.zeros(2)
+    >>> params = {"target": jnp.ones(2)}
+    >>> state = estimators.init_state(estimators.noise_reuse_es, init, jax.random.PRNGKey(0),
+    ...                               num_particles=8, num_windows=4, params=params)
+    >>> g, state = estimators.noise_reuse_es(unroll, params, state, jax.random.PRNGKey(1),
+    ...                                      sigma=0.1, init_inner=init)
+    >>> g["target"].shape
+    (2,)
+
+  References:
+    Li, Harrison, Sohl-Dickstein, Smith & Metz 2023, "Noise-Reuse in Online
+    Evolution Strategies", arXiv:2304.12180.
   """
   return _antithetic.estimate("noise_reuse_es", unroll, params, state, key,
                               direction=_antithetic.episode_noise, sigma=sigma,

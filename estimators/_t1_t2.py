@@ -40,6 +40,20 @@ def t1_t2(train_loss: Callable[[Any, Any], jax.Array],
   Returns:
     A pytree shaped and typed like ``hparams``; with ``has_aux``,
     ``(hypergrads, aux)``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from metagrad import estimators
+    >>> train = lambda p, h: jnp.sum((p["w"] - 1.0) ** 2) + h["l2"] * jnp.sum(p["w"] ** 2)
+    >>> val = lambda p, h: jnp.sum((p["w"] - 2.0) ** 2)
+    >>> g = estimators.t1_t2(train, val, {"w": jnp.ones(2)}, {"l2": jnp.array(0.1)},
+    ...                      inner_lr=0.1)
+    >>> bool(g["l2"] > 0)     # more weight decay moves w away from the validation optimum
+    True
+
+  References:
+    Luketina, Berglund, Greff & Raiko 2016, "Scalable Gradient-Based Tuning of
+    Continuous Regularization Hyperparameters", arXiv:1511.06727.
   """
   del key
   _checks.positive("inner_lr", inner_lr)

@@ -45,6 +45,25 @@ def truncated_backprop(unroll: Callable, params: Any, state: _unroll.UnrollState
   Returns:
     ``(grads, state)``: grads shaped like ``params`` (NaN if no particle's
     loss and gradient were finite), the particles one window on.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import estimators
+    >>> unroll = lambda p, s, k, w: (jnp.sum((s - p["target"]) ** 2), 0.5 * s + 0.5 * p["target"])
+    >>> init = lambda k: jnp.zeros(2)
+    >>> params = {"target": jnp.ones(2)}
+    >>> state = estimators.init_state(estimators.truncated_backprop, init, jax.random.PRNGKey(0),
+    ...                               num_particles=2, num_windows=4, params=params)
+    >>> g, state = estimators.truncated_backprop(unroll, params, state, jax.random.PRNGKey(1),
+    ...                                          init_inner=init)
+    >>> g["target"].shape, state.window.tolist()
+    ((2,), [1, 1])
+
+  References:
+    Williams & Peng 1990, "An Efficient Gradient-Based Algorithm for On-Line
+    Training of Recurrent Network Trajectories" (Neural Computation 2(4));
+    Wu, Ren, Liao & Grosse 2018, "Understanding Short-Horizon Bias in
+    Stochastic Meta-Optimization", arXiv:1803.02021.
   """
   key = _unroll_checks.check_call("truncated_backprop", unroll, params, state, key, init_inner)
   chunk_size = _checks.chunk_size(chunk_size, allow_auto=True)

@@ -49,6 +49,24 @@ def truncated_es(unroll: Callable, params: Any, state: _unroll.UnrollState, key:
 
   Returns:
     ``(grads, state)``: NaN grads if no pair's losses were finite.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import estimators
+    >>> unroll = lambda p, s, k, w: (jnp.sum((s - p["target"]) ** 2), 0.5 * s + 0.5 * p["target"])
+    >>> init = lambda k: jnp.zeros(2)
+    >>> params = {"target": jnp.ones(2)}
+    >>> state = estimators.init_state(estimators.truncated_es, init, jax.random.PRNGKey(0),
+    ...                               num_particles=8, num_windows=4, params=params)
+    >>> g, state = estimators.truncated_es(unroll, params, state, jax.random.PRNGKey(1),
+    ...                                    sigma=0.1, init_inner=init)
+    >>> g["target"].shape
+    (2,)
+
+  References:
+    Vicol, Metz & Sohl-Dickstein 2021, "Unbiased Gradient Estimation in
+    Unrolled Computation Graphs with Persistent Evolution Strategies",
+    arXiv:2112.13835, Algorithm 1.
   """
   return _antithetic.estimate("truncated_es", unroll, params, state, key,
                               direction=_antithetic.fresh_noise, sigma=sigma,
