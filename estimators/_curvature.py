@@ -78,6 +78,21 @@ def hessian_extreme_eigenvalues(loss_fn: Callable[[Any], jax.Array], params: Any
 
   Returns:
     ``Extremes(lowest, highest)``, float32 (or float64) scalars.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import estimators
+    >>> loss = lambda p: 0.5 * jnp.sum(jnp.array([-1.0, 2.0, 5.0]) * p["w"] ** 2)
+    >>> ends = estimators.hessian_extreme_eigenvalues(loss, {"w": jnp.ones(3)},
+    ...                                               jax.random.PRNGKey(0))
+    >>> round(float(ends.lowest), 4), round(float(ends.highest), 4)
+    (-1.0, 5.0)
+
+  References:
+    Lanczos 1950, "An Iteration Method for the Solution of the Eigenvalue
+    Problem of Linear Differential and Integral Operators" (J. Res. Natl. Bur.
+    Stand. 45); Ghorbani, Krishnan & Xiao 2019, "An Investigation into Neural
+    Net Optimization via Hessian Eigenvalue Density", arXiv:1901.10159.
   """
   num_iterations = _checks.count("num_iterations", num_iterations)
   _checks.prng_key("key", key)

@@ -175,6 +175,20 @@ def evograd(train_loss: Callable[[Any, Any], jax.Array],
   Returns:
     A pytree shaped and typed like ``hparams``; with ``has_aux``,
     ``(hypergrads, aux)``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import estimators
+    >>> train = lambda p, h: jnp.sum((p["w"] - 1.0) ** 2) + h["l2"] * jnp.sum(p["w"] ** 2)
+    >>> val = lambda p, h: jnp.sum((p["w"] - 2.0) ** 2)
+    >>> g = estimators.evograd(train, val, {"w": jnp.ones(2)}, {"l2": jnp.array(0.1)},
+    ...                        jax.random.PRNGKey(0), population=2, sigma=1e-3)
+    >>> g["l2"].shape
+    ()
+
+  References:
+    Bohdal, Yang & Hospedales 2021, "EvoGrad: Efficient Gradient-Based
+    Meta-Learning and Hyperparameter Optimization", arXiv:2106.10575.
   """
   _checks.bilevel(train_loss, params, hparams, val_loss, has_aux)
   objective = evolutionary_objective(

@@ -30,6 +30,20 @@ def full_unroll(unroll: Callable, init_inner: Callable, key: jax.Array, *,
 
   Returns:
     ``params -> scalar``, the sum of the horizon's window losses.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import estimators
+    >>> unroll = lambda p, s, k, w: (jnp.sum((s - p["target"]) ** 2), 0.5 * s + 0.5 * p["target"])
+    >>> loss = estimators.full_unroll(unroll, lambda k: jnp.zeros(2), jax.random.PRNGKey(0),
+    ...                               num_windows=3)
+    >>> float(loss({"target": jnp.ones(2)}))       # windows at s = 0, 0.5, 0.75
+    2.625
+
+  References:
+    Vicol, Metz & Sohl-Dickstein 2021, "Unbiased Gradient Estimation in
+    Unrolled Computation Graphs with Persistent Evolution Strategies",
+    arXiv:2112.13835 (the objective the unrolled estimators estimate).
   """
   num_windows = _checks.count("num_windows", num_windows)
   key = raw_key("key", key)

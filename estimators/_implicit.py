@@ -87,6 +87,21 @@ def implicit(train_loss: Callable[[Any, Any], jax.Array],
   Returns:
     A pytree shaped and typed like ``hparams``; with ``has_aux``,
     ``(hypergrads, aux)``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from metagrad import estimators
+    >>> train = lambda p, h: jnp.sum((p["w"] - h["c"]) ** 2)     # inner optimum: w* = c
+    >>> val = lambda p, h: jnp.sum((p["w"] - 3.0) ** 2)
+    >>> hparams = {"c": jnp.array([1.0, 2.0])}
+    >>> g = estimators.implicit(train, val, {"w": hparams["c"]}, hparams)
+    >>> [round(x, 4) for x in g["c"].tolist()]                    # d/dc |c - 3|^2
+    [-4.0, -2.0]
+
+  References:
+    Lorraine, Vicol & Duvenaud 2020, "Optimizing Millions of Hyperparameters
+    by Implicit Differentiation", arXiv:1911.02590; Rajeswaran, Finn, Kakade &
+    Levine 2019, "Meta-Learning with Implicit Gradients", arXiv:1909.04630.
   """
   solver = _checks.choice("solver", solver, SOLVERS)
   num_iterations = _checks.count("num_iterations", num_iterations)
@@ -123,6 +138,17 @@ def proximal(loss_fn: Callable[[Any], jax.Array], anchor: Any, *, reg: float) ->
     loss_fn: ``theta -> scalar``, the task's support loss.
     anchor: theta_0, the point the proximal term pulls towards.
     reg: lambda (> 0).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from metagrad import estimators
+    >>> inner = estimators.proximal(lambda p: jnp.sum(p["w"] ** 2), {"w": jnp.ones(2)}, reg=2.0)
+    >>> float(inner({"w": jnp.zeros(2)}))       # 0 + reg / 2 * |0 - 1|^2
+    2.0
+
+  References:
+    Rajeswaran, Finn, Kakade & Levine 2019, "Meta-Learning with Implicit
+    Gradients", arXiv:1909.04630, eq. (4).
   """
   _checks.positive("reg", reg)
 

@@ -146,6 +146,19 @@ def init_state(estimator, init_inner: Callable[[jax.Array], Any], key: jax.Array
 
   Returns:
     An ``UnrollState``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import estimators
+    >>> state = estimators.init_state(estimators.pes, lambda k: jnp.zeros(3), jax.random.PRNGKey(0),
+    ...                               num_particles=4, num_windows=10, params={"w": jnp.ones(2)})
+    >>> state.inner.shape, state.window.tolist(), state.accumulator.shape
+    ((4, 3), [0, 0, 0, 0], (2, 2))
+
+  References:
+    Vicol, Metz & Sohl-Dickstein 2021, "Unbiased Gradient Estimation in
+    Unrolled Computation Graphs with Persistent Evolution Strategies",
+    arXiv:2112.13835 (particles, staggering).
   """
   name = _name_of(estimator)
   layout = LAYOUTS[name]

@@ -209,6 +209,18 @@ def sgd(lr: float) -> UpdateRule:
 
   Args:
     lr: the adaptation learning rate (a positive number; may be traced).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from metagrad import models
+    >>> out = models.adapt(lambda p: jnp.sum(p["w"] ** 2), {"w": jnp.ones(2)}, models.sgd(0.25),
+    ...                    {}, steps=1)
+    >>> out.params["w"].tolist()                   # w - 0.25 * 2 w
+    [0.5, 0.5]
+
+  References:
+    Finn, Abbeel & Levine 2017, "Model-Agnostic Meta-Learning for Fast
+    Adaptation of Deep Networks", arXiv:1703.03400.
   """
   _checks.positive("lr", lr)
 
@@ -225,6 +237,19 @@ def meta_sgd(init_lr: float) -> UpdateRule:
 
   Args:
     init_lr: initial value of every entry of ``alpha`` (a positive number).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import models
+    >>> rule = models.meta_sgd(0.25)
+    >>> lrs = rule.init(jax.random.PRNGKey(0), {"w": jnp.ones(2)})      # one rate per entry
+    >>> models.adapt(lambda p: jnp.sum(p["w"] ** 2), {"w": jnp.ones(2)}, rule, lrs,
+    ...              steps=1).params["w"].tolist()
+    [0.5, 0.5]
+
+  References:
+    Li, Zhou, Chen & Li 2017, "Meta-SGD: Learning to Learn Quickly for
+    Few-Shot Learning", arXiv:1707.09835.
   """
   _checks.positive("init_lr", init_lr)
 

@@ -57,6 +57,18 @@ def sample_episode(key: jax.Array, images: jax.Array, *, way: int, shot: int,
     shot: support examples per class (a static int >= 1).
     query: query examples per class (a static int >= 1: a query-less episode
       has no loss).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import tasks
+    >>> images = jnp.zeros((20, 10, 28, 28, 1))      # [classes, examples, H, W, C]
+    >>> ep = tasks.sample_episode(jax.random.PRNGKey(0), images, way=5, shot=1, query=3)
+    >>> ep.support_x.shape, ep.query_y.shape
+    ((5, 28, 28, 1), (15,))
+
+  References:
+    Vinyals, Blundell, Lillicrap, Kavukcuoglu & Wierstra 2016, "Matching
+    Networks for One Shot Learning", arXiv:1606.04080 (the episodic protocol).
   """
   way, shot, query = check_episode_args(jnp.shape(images), way=way, shot=shot, query=query)
   k_cls, k_ex, k_sup, k_qry = jax.random.split(key, 4)

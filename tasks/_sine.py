@@ -59,6 +59,17 @@ def sample_sine_tasks(key: jax.Array, *, num: int, shot: int = 5, query: int = 1
     num: tasks (>= 1).
     shot: as ``sample_sine_task``.
     query: as ``sample_sine_task``.
+
+  Examples:
+    >>> import jax
+    >>> from metagrad import tasks
+    >>> batch = tasks.sample_sine_tasks(jax.random.PRNGKey(0), num=4, shot=5, query=10)
+    >>> batch.support_x.shape, batch.query_y.shape
+    ((4, 5, 1), (4, 10, 1))
+
+  References:
+    Finn, Abbeel & Levine 2017, "Model-Agnostic Meta-Learning for Fast
+    Adaptation of Deep Networks", arXiv:1703.03400, section 5.1.
   """
   num = _checks.count("num", num)
   shot, query = _checks.count("shot", shot), _checks.count("query", query)
