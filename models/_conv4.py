@@ -84,6 +84,19 @@ def conv4(*, channels: int = 64, num_blocks: int = 4, num_classes: int | None = 
   Returns:
     ``hk.Transformed`` with ``init(rng, images)`` and
     ``apply(params, images)``; images are ``[batch, H, W, C]``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import models
+    >>> net = models.conv4(channels=8, num_classes=5)
+    >>> params = net.init(jax.random.PRNGKey(0), jnp.zeros((2, 28, 28, 1)))
+    >>> net.apply(params, jnp.zeros((2, 28, 28, 1))).shape
+    (2, 5)
+
+  References:
+    Vinyals, Blundell, Lillicrap, Kavukcuoglu & Wierstra 2016, "Matching
+    Networks for One Shot Learning", arXiv:1606.04080; Snell, Swersky & Zemel
+    2017, "Prototypical Networks for Few-shot Learning", arXiv:1703.05175.
   """
   num_blocks = _checks.integer("num_blocks", num_blocks, minimum=1, maximum=4)
   channels = _checks.count("channels", channels)

@@ -1,7 +1,7 @@
 """Factored meta-optimizers: Meta-Curvature, KLin, KFC (Kronecker) and CFC (Cholesky).
 
-"Decoupling Adaptation from Modeling with Meta-Optimizers for Meta Learning"
-(ICLR 2020 submission), section 4.2 and A.1.2 / A.2.3. Each matrix-like
+Arnold, Iqbal & Sha 2019, "Decoupling Adaptation from Modeling with
+Meta-Optimizers for Meta Learning", arXiv:1910.13603, section 4.2 and A.1.2 / A.2.3. Each matrix-like
 parameter's gradient ``G`` is transformed by a chain of factored linear maps,
 
     KLin:  U(G) = L G R                              (eq. 5, no bias)
@@ -142,6 +142,21 @@ def meta_curvature(lr: float) -> UpdateRule:
 
   Args:
     lr: the adaptation learning rate.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import models
+    >>> net = models.mlp(hidden=(8,))
+    >>> theta = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 1)))
+    >>> x = jnp.linspace(-1.0, 1.0, 5)[:, None]
+    >>> support = lambda p: jnp.mean((net.apply(p, x) - jnp.sin(x)) ** 2)
+    >>> rule = models.meta_curvature(0.1)
+    >>> out = models.adapt(support, theta, rule, rule.init(jax.random.PRNGKey(1), theta), steps=2)
+    >>> jax.tree_util.tree_structure(out.params) == jax.tree_util.tree_structure(theta)
+    True
+
+  References:
+    Park & Oliva 2019, "Meta-Curvature", arXiv:1902.03356.
   """
   return _factored_rule(lr=lr, init_leaf=_kronecker_init(1), apply_leaf=_kronecker_leaf_apply,
                         normalize=False, adapt_optimizer=False, optimizer_lr=None)
@@ -156,6 +171,22 @@ def klin(lr: float, *, optimizer_lr: float | None = None, adapt_optimizer: bool 
     optimizer_lr: step of the optimizer's own adaptation (eq. 4); ``lr`` if None.
     adapt_optimizer: adapt L and R in the inner loop (eq. 3-4).
     normalize: unit-norm gradient in, norm times a learnable scale out (A.1.2).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import models
+    >>> net = models.mlp(hidden=(8,))
+    >>> theta = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 1)))
+    >>> x = jnp.linspace(-1.0, 1.0, 5)[:, None]
+    >>> support = lambda p: jnp.mean((net.apply(p, x) - jnp.sin(x)) ** 2)
+    >>> rule = models.klin(0.1)
+    >>> out = models.adapt(support, theta, rule, rule.init(jax.random.PRNGKey(1), theta), steps=2)
+    >>> jax.tree_util.tree_structure(out.params) == jax.tree_util.tree_structure(theta)
+    True
+
+  References:
+    Arnold, Iqbal & Sha 2019, "Decoupling Adaptation from Modeling with
+    Meta-Optimizers for Meta Learning", arXiv:1910.13603.
   """
   return _factored_rule(lr=lr, init_leaf=_kronecker_init(1), apply_leaf=_kronecker_leaf_apply,
                         normalize=normalize, adapt_optimizer=adapt_optimizer,
@@ -174,6 +205,22 @@ def kfc(lr: float, *, num_layers: int = 2, optimizer_lr: float | None = None,
     optimizer_lr: step of the optimizer's own adaptation (eq. 4); ``lr`` if None.
     adapt_optimizer: adapt the factors in the inner loop (eq. 3-4).
     normalize: unit-norm gradient in, norm times a learnable scale out (A.1.2).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import models
+    >>> net = models.mlp(hidden=(8,))
+    >>> theta = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 1)))
+    >>> x = jnp.linspace(-1.0, 1.0, 5)[:, None]
+    >>> support = lambda p: jnp.mean((net.apply(p, x) - jnp.sin(x)) ** 2)
+    >>> rule = models.kfc(0.1)
+    >>> out = models.adapt(support, theta, rule, rule.init(jax.random.PRNGKey(1), theta), steps=2)
+    >>> jax.tree_util.tree_structure(out.params) == jax.tree_util.tree_structure(theta)
+    True
+
+  References:
+    Arnold, Iqbal & Sha 2019, "Decoupling Adaptation from Modeling with
+    Meta-Optimizers for Meta Learning", arXiv:1910.13603.
   """
   num_layers = _checks.count("num_layers", num_layers)
   return _factored_rule(lr=lr, init_leaf=_kronecker_init(num_layers),
@@ -196,6 +243,22 @@ def cfc(lr: float, *, rank: int = 1, num_layers: int = 2, gain: float = 1.0,
     optimizer_lr: step of the optimizer's own adaptation (eq. 4); ``lr`` if None.
     adapt_optimizer: adapt the factors in the inner loop (eq. 3-4).
     normalize: unit-norm gradient in, norm times a learnable scale out (A.1.2).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import models
+    >>> net = models.mlp(hidden=(8,))
+    >>> theta = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 1)))
+    >>> x = jnp.linspace(-1.0, 1.0, 5)[:, None]
+    >>> support = lambda p: jnp.mean((net.apply(p, x) - jnp.sin(x)) ** 2)
+    >>> rule = models.cfc(0.1)
+    >>> out = models.adapt(support, theta, rule, rule.init(jax.random.PRNGKey(1), theta), steps=2)
+    >>> jax.tree_util.tree_structure(out.params) == jax.tree_util.tree_structure(theta)
+    True
+
+  References:
+    Arnold, Iqbal & Sha 2019, "Decoupling Adaptation from Modeling with
+    Meta-Optimizers for Meta Learning", arXiv:1910.13603.
   """
   rank = _checks.count("rank", rank)
   num_layers = _checks.count("num_layers", num_layers)

@@ -48,6 +48,15 @@ def gradient_descent_params(lr: float, forget_bias: float = 30.0) -> dict:
   Args:
     lr: the SGD learning rate the input gate reproduces, in (0, 1).
     forget_bias: b_f, large enough that the forget gate is ~1 (> 0).
+
+  Examples:
+    >>> from metagrad import models
+    >>> sorted(models.gradient_descent_params(0.1))[:2]
+    ['b_f', 'b_i']
+
+  References:
+    Huisman, Plaat & van Rijn 2022, "Stateless Neural Meta-Learning using
+    Second-Order Gradients", arXiv:2104.10527.
   """
   _checks.number("lr", lr, minimum=0.0, maximum=1.0, exclusive=True)
   _checks.positive("forget_bias", forget_bias)
@@ -60,6 +69,24 @@ def meta_lstm(*, preprocess_p: float = 10.0) -> UpdateRule:
 
   Args:
     preprocess_p: p of the gradient/loss preprocessing (> 0; 10 in the paper).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import models
+    >>> net = models.mlp(hidden=(8,))
+    >>> theta = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 1)))
+    >>> x = jnp.linspace(-1.0, 1.0, 5)[:, None]
+    >>> support = lambda p: jnp.mean((net.apply(p, x) - jnp.sin(x)) ** 2)
+    >>> rule = models.meta_lstm()
+    >>> out = models.adapt(support, theta, rule, rule.init(jax.random.PRNGKey(1), theta), steps=2)
+    >>> jax.tree_util.tree_structure(out.params) == jax.tree_util.tree_structure(theta)
+    True
+
+  References:
+    Ravi & Larochelle 2017, "Optimization as a Model for Few-Shot Learning"
+    (ICLR; no arXiv version); Huisman, Plaat & van Rijn 2022, "Stateless
+    Neural Meta-Learning using Second-Order Gradients", arXiv:2104.10527,
+    eq. (3.3).
   """
   _checks.positive("preprocess_p", preprocess_p)
 

@@ -24,6 +24,18 @@ def mlp(hidden: Sequence[int] = (40, 40), num_outputs: int = 1) -> hk.Transforme
   Args:
     hidden: hidden layer widths (each >= 1).
     num_outputs: outputs (>= 1).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import models
+    >>> net = models.mlp()
+    >>> params = net.init(jax.random.PRNGKey(0), jnp.zeros((3, 1)))
+    >>> net.apply(params, jnp.zeros((3, 1))).shape
+    (3, 1)
+
+  References:
+    Finn, Abbeel & Levine 2017, "Model-Agnostic Meta-Learning for Fast
+    Adaptation of Deep Networks", arXiv:1703.03400 (the sine network).
   """
   hidden = tuple(_checks.count("hidden", h) for h in hidden)
   num_outputs = _checks.count("num_outputs", num_outputs)
@@ -39,6 +51,18 @@ def logistic_regression(num_outputs: int = 1) -> hk.Transformed:
 
   Args:
     num_outputs: 1 for binary tasks, the classes for multinomial (>= 1).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import models
+    >>> net = models.logistic_regression()
+    >>> params = net.init(jax.random.PRNGKey(0), jnp.zeros((3, 4)))
+    >>> net.apply(params, jnp.zeros((3, 4))).shape
+    (3, 1)
+
+  References:
+    Arnold, Iqbal & Sha 2019, "Decoupling Adaptation from Modeling with
+    Meta-Optimizers for Meta Learning", arXiv:1910.13603.
   """
   num_outputs = _checks.count("num_outputs", num_outputs)
 
@@ -57,6 +81,18 @@ def linear_network(hidden: Sequence[int] = (64, 64, 64), num_outputs: int = 1) -
   Args:
     hidden: widths of the linear hidden layers (each >= 1).
     num_outputs: logits (>= 1).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import models
+    >>> net = models.linear_network(hidden=(8,))
+    >>> params = net.init(jax.random.PRNGKey(0), jnp.zeros((3, 4)))
+    >>> net.apply(params, jnp.zeros((3, 4))).shape
+    (3, 1)
+
+  References:
+    Arnold, Iqbal & Sha 2019, "Decoupling Adaptation from Modeling with
+    Meta-Optimizers for Meta Learning", arXiv:1910.13603.
   """
   hidden = tuple(_checks.count("hidden", h) for h in hidden)
   num_outputs = _checks.count("num_outputs", num_outputs)
@@ -74,6 +110,19 @@ def lenet(num_classes: int = 10) -> hk.Transformed:
 
   Args:
     num_classes: outputs of the last layer (>= 1).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import models
+    >>> net = models.lenet()
+    >>> params = net.init(jax.random.PRNGKey(0), jnp.zeros((2, 28, 28, 1)))
+    >>> net.apply(params, jnp.zeros((2, 28, 28, 1))).shape
+    (2, 10)
+
+  References:
+    LeCun, Bottou, Bengio & Haffner 1998, "Gradient-Based Learning Applied to
+    Document Recognition" (Proc. IEEE 86(11)); Bohdal, Yang & Hospedales 2021,
+    "EvoGrad", arXiv:2106.10575 (the rotation experiment's network).
   """
   num_classes = _checks.count("num_classes", num_classes)
 

@@ -41,6 +41,22 @@ def turtle(*, hidden: Sequence[int] = (20,) * 5, inputs: Sequence[str] = ("gradi
     init_alpha: initial value of every entry of ``alpha`` (the paper's
       hyperparameter study fixes alpha = 1).
     num_steps: T, to scale the ``"time"`` input to ``t / T`` (required with it).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import models
+    >>> net = models.mlp(hidden=(8,))
+    >>> theta = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 1)))
+    >>> x = jnp.linspace(-1.0, 1.0, 5)[:, None]
+    >>> support = lambda p: jnp.mean((net.apply(p, x) - jnp.sin(x)) ** 2)
+    >>> rule = models.turtle(hidden=(4, 4))
+    >>> out = models.adapt(support, theta, rule, rule.init(jax.random.PRNGKey(1), theta), steps=2)
+    >>> jax.tree_util.tree_structure(out.params) == jax.tree_util.tree_structure(theta)
+    True
+
+  References:
+    Huisman, Plaat & van Rijn 2022, "Stateless Neural Meta-Learning using
+    Second-Order Gradients", arXiv:2104.10527.
   """
   if isinstance(inputs, str):
     raise ValueError(f"`inputs` must be a sequence of names from {INPUTS}, got the string "

@@ -26,6 +26,15 @@ def check_episode_args(shape, *, way: int, shot: int, query: int) -> tuple[int, 
     way: classes per episode, to check.
     shot: support examples per class, to check.
     query: query examples per class, to check.
+
+  Examples:
+    >>> from metagrad import tasks
+    >>> tasks.check_episode_args((20, 10, 28, 28, 1), way=5, shot=1, query=3)
+    (5, 1, 3)
+
+  References:
+    Vinyals, Blundell, Lillicrap, Kavukcuoglu & Wierstra 2016, "Matching
+    Networks for One Shot Learning", arXiv:1606.04080.
   """
   if len(shape) != 5:
     raise ValueError(
@@ -101,6 +110,19 @@ def sample_episodes(key: jax.Array, images: jax.Array, *, num: int, way: int, sh
     way: as ``sample_episode``.
     shot: as ``sample_episode``.
     query: as ``sample_episode``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import tasks
+    >>> images = jnp.zeros((20, 10, 28, 28, 1))
+    >>> batch = tasks.sample_episodes(jax.random.PRNGKey(0), images, num=4, way=5, shot=1,
+    ...                               query=3)
+    >>> batch.support_x.shape
+    (4, 5, 28, 28, 1)
+
+  References:
+    Vinyals, Blundell, Lillicrap, Kavukcuoglu & Wierstra 2016, "Matching
+    Networks for One Shot Learning", arXiv:1606.04080.
   """
   num = _checks.count("num", num)
   way, shot, query = check_episode_args(jnp.shape(images), way=way, shot=shot, query=query)

@@ -27,6 +27,16 @@ def rotate(images: jax.Array, degrees) -> jax.Array:
   Args:
     images: ``[B, H, W, C]``.
     degrees: the angle (a scalar; may be traced and differentiated).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from metagrad import tasks
+    >>> tasks.rotate(jnp.zeros((2, 28, 28, 1)), 30.0).shape
+    (2, 28, 28, 1)
+
+  References:
+    Bohdal, Yang & Hospedales 2021, "EvoGrad: Efficient Gradient-Based
+    Meta-Learning and Hyperparameter Optimization", arXiv:2106.10575, section 4.2.
   """
   _, h, w, _ = images.shape
   theta = jnp.deg2rad(jnp.asarray(degrees, images.dtype))

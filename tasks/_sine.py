@@ -30,6 +30,16 @@ def sine(x, amplitude, phase):
     x: inputs.
     amplitude: the task's A.
     phase: the task's phi.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from metagrad import tasks
+    >>> float(tasks.sine(jnp.array(0.0), 2.0, 0.0))
+    0.0
+
+  References:
+    Finn, Abbeel & Levine 2017, "Model-Agnostic Meta-Learning for Fast
+    Adaptation of Deep Networks", arXiv:1703.03400, section 5.1.
   """
   return amplitude * jnp.sin(x - phase)
 
@@ -41,6 +51,17 @@ def sample_sine_task(key: jax.Array, *, shot: int = 5, query: int = 10) -> SineT
     key: PRNG key (same key, same task).
     shot: support points (a static int >= 1).
     query: query points (a static int >= 1).
+
+  Examples:
+    >>> import jax
+    >>> from metagrad import tasks
+    >>> task = tasks.sample_sine_task(jax.random.PRNGKey(0), shot=5, query=10)
+    >>> task.support_x.shape, task.query_y.shape
+    ((5, 1), (10, 1))
+
+  References:
+    Finn, Abbeel & Levine 2017, "Model-Agnostic Meta-Learning for Fast
+    Adaptation of Deep Networks", arXiv:1703.03400, section 5.1.
   """
   shot, query = _checks.count("shot", shot), _checks.count("query", query)
   ka, kp, kx = jax.random.split(key, 3)
