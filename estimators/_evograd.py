@@ -48,6 +48,18 @@ def member_noise(key: jax.Array, member, params: Any, *, sigma: float,
     params: pytree whose shapes and dtypes the noise takes.
     sigma: the noise scale (standard deviation per entry).
     noise: ``"normal"`` or ``"sign"`` (``"gaussian"``: deprecated name of ``"normal"``).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import estimators
+    >>> eps = estimators.member_noise(jax.random.PRNGKey(0), 3, {"w": jnp.zeros(4)}, sigma=0.1,
+    ...                               noise="sign")
+    >>> bool(jnp.all(jnp.abs(eps["w"]) == jnp.float32(0.1)))     # sigma times signs
+    True
+
+  References:
+    Bohdal, Yang & Hospedales 2021, "EvoGrad: Efficient Gradient-Based
+    Meta-Learning and Hyperparameter Optimization", arXiv:2106.10575.
   """
   noise = _noise_choice(noise)
   leaves, treedef = jax.tree_util.tree_flatten(params)
@@ -102,6 +114,19 @@ def evolutionary_step(train_loss: Callable[[Any, Any], jax.Array], params: Any,
 
   Returns:
     theta*, a pytree shaped and typed like ``params``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import estimators
+    >>> train = lambda p, h: jnp.sum((p["w"] - h["c"]) ** 2)
+    >>> step = estimators.evolutionary_step(train, {"w": jnp.zeros(2)}, {"c": jnp.ones(2)},
+    ...                                     jax.random.PRNGKey(0), population=2, sigma=0.1)
+    >>> step["w"].shape
+    (2,)
+
+  References:
+    Bohdal, Yang & Hospedales 2021, "EvoGrad: Efficient Gradient-Based
+    Meta-Learning and Hyperparameter Optimization", arXiv:2106.10575.
   """
   _checks.prng_key("key", key)
   _checks.positive("sigma", sigma)
@@ -214,6 +239,20 @@ def evolutionary_objective(train_loss: Callable[[Any, Any], jax.Array],
     key: PRNG key of the evolutionary step.
     **step_kwargs: ``population``, ``sigma``, ``temperature``, ``noise`` of
       ``evolutionary_step``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import estimators
+    >>> train = lambda p, h: jnp.sum((p["w"] - h["c"]) ** 2)
+    >>> val = lambda p, h: jnp.sum((p["w"] - 2.0) ** 2)
+    >>> objective = estimators.evolutionary_objective(train, val, {"w": jnp.zeros(2)},
+    ...                                               jax.random.PRNGKey(0), population=2)
+    >>> jax.grad(objective)({"c": jnp.ones(2)})["c"].shape
+    (2,)
+
+  References:
+    Bohdal, Yang & Hospedales 2021, "EvoGrad: Efficient Gradient-Based
+    Meta-Learning and Hyperparameter Optimization", arXiv:2106.10575.
   """
   def objective(hparams):
     theta_star = evolutionary_step(train_loss, params, hparams, key,

@@ -143,6 +143,14 @@ def adapt(loss_fn: Callable[[Params], jax.Array], params: Params, rule: UpdateRu
   Returns:
     ``AdaptResult`` with theta_T and the per-step inner losses.
 
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from metagrad import models
+    >>> support = lambda p: jnp.sum((p["w"] - 3.0) ** 2)
+    >>> out = models.adapt(support, {"w": jnp.zeros(2)}, models.sgd(0.25), {}, steps=3)
+    >>> out.params["w"].tolist()          # halves the distance to 3 each step
+    [2.625, 2.625]
+
   References:
     Kemaev, Calian, Zintgraf, Farquhar & van Hasselt (2025), "Scalable
     Meta-Learning via Mixed-Mode Differentiation" (MixFlow-MG),

@@ -45,6 +45,18 @@ def make_task_pools(key: jax.Array, *, dim: int = 100, num_train: int = 1000,
     num_train: boundaries in the training pool (>= 1).
     num_val: boundaries in the validation pool (>= 1).
     num_test: boundaries in the test pool (>= 1).
+
+  Examples:
+    >>> import jax
+    >>> from metagrad import tasks
+    >>> pools = tasks.make_task_pools(jax.random.PRNGKey(0), dim=8, num_train=10, num_val=2,
+    ...                               num_test=3)
+    >>> pools.train.shape, pools.test.shape
+    ((10, 8), (3, 8))
+
+  References:
+    Arnold, Iqbal & Sha 2019, "Decoupling Adaptation from Modeling with
+    Meta-Optimizers for Meta Learning", arXiv:1910.13603, section 3 and A.1.1.
   """
   dim = _checks.count("dim", dim)
   sizes = [_checks.count(n, v) for n, v in (("num_train", num_train), ("num_val", num_val),
@@ -60,6 +72,16 @@ def shared_points(key: jax.Array, *, num: int = 1000, dim: int = 100) -> jax.Arr
     key: PRNG key.
     num: points (>= 1).
     dim: their dimension (>= 1).
+
+  Examples:
+    >>> import jax
+    >>> from metagrad import tasks
+    >>> tasks.shared_points(jax.random.PRNGKey(0), num=50, dim=8).shape
+    (50, 8)
+
+  References:
+    Arnold, Iqbal & Sha 2019, "Decoupling Adaptation from Modeling with
+    Meta-Optimizers for Meta Learning", arXiv:1910.13603, section 3 and A.1.1.
   """
   return jax.random.normal(key, (_checks.count("num", num), _checks.count("dim", dim)))
 
@@ -80,6 +102,17 @@ def sample_linear_task(key: jax.Array, boundary: jax.Array, *, shot: int, query:
     query: query points (>= 1).
     points: ``None`` draws fresh ``x ~ N(0, I)``; a fixed ``[n, dim]`` array
       uses its first ``shot`` rows as support and the next ``query`` as query.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import tasks
+    >>> task = tasks.sample_linear_task(jax.random.PRNGKey(0), jnp.ones(8), shot=4, query=6)
+    >>> task.support_x.shape, task.query_y.shape
+    ((4, 8), (6,))
+
+  References:
+    Arnold, Iqbal & Sha 2019, "Decoupling Adaptation from Modeling with
+    Meta-Optimizers for Meta Learning", arXiv:1910.13603, section 3 and A.1.1.
   """
   shot, query = _checks.count("shot", shot), _checks.count("query", query)
   _checks.rank("boundary", boundary, 1)
@@ -105,6 +138,18 @@ def sample_from_pool(key: jax.Array, pool: jax.Array, *, shot: int, query: int,
     shot: support points (>= 1).
     query: query points (>= 1).
     points: ``None`` or the shared ``[n, dim]`` points.
+
+  Examples:
+    >>> import jax
+    >>> from metagrad import tasks
+    >>> pools = tasks.make_task_pools(jax.random.PRNGKey(0), dim=8, num_train=10)
+    >>> task = tasks.sample_from_pool(jax.random.PRNGKey(1), pools.train, shot=4, query=6)
+    >>> task.boundary.shape
+    (8,)
+
+  References:
+    Arnold, Iqbal & Sha 2019, "Decoupling Adaptation from Modeling with
+    Meta-Optimizers for Meta Learning", arXiv:1910.13603, section 3 and A.1.1.
   """
   _checks.rank("pool", pool, 2)
   if pool.shape[0] < 1:

@@ -127,6 +127,17 @@ def with_rotations(images: np.ndarray) -> np.ndarray:
 
   Args:
     images: ``[n, E, S, S, C]``.
+
+  Examples:
+    >>> import numpy as np
+    >>> from metagrad import tasks
+    >>> tasks.with_rotations(np.zeros((3, 20, 28, 28, 1), np.float32)).shape
+    (12, 20, 28, 28, 1)
+
+  References:
+    Santoro, Bartunov, Botvinick, Wierstra & Lillicrap 2016, "One-shot
+    Learning with Memory-Augmented Neural Networks", arXiv:1605.06065
+    (rotations as new classes).
   """
   rotated = np.stack([np.rot90(images, r, axes=(2, 3)) for r in range(4)], axis=1)
   return rotated.reshape(-1, *images.shape[1:])
