@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import pathlib
 import re
 import statistics
@@ -102,7 +103,13 @@ def main(argv=None):
   pages = ([args.readme] if args.readme else []) + (
       sorted(args.docs.rglob("*.md")) if args.docs else [])
   for page in pages:
-    done = rewrite_readme(page, blocks)
+    page_blocks = blocks
+    if args.docs and args.readme != page:
+      # Plots are linked from the runs directory; docs pages reach it through
+      # the docs/results symlink.
+      up = os.path.relpath(args.docs / "results", page.parent)
+      page_blocks = {n: b.replace(f"]({args.runs}/", f"]({up}/") for n, b in blocks.items()}
+    done = rewrite_readme(page, page_blocks)
     if done:
       print(f"rewrote {len(done)} block(s) of {page}: {', '.join(done)}")
   if not pages:
