@@ -37,10 +37,8 @@ def member_noise(key: jax.Array, member, params: Any, *, sigma: float,
   standard deviation (the paper writes ``N(0, sigma I)``; its experiments draw
   ``sigma * N(0, 1)``, the convention here). ``noise="sign"``:
   ``sigma * s`` with fair random signs ``s``, taken 32 at a time from the bits
-  of uniform 32-bit words, so one threefry draw serves 32 entries (one
-  member's noise for a 1,200 x 1,000 weight, jitted, on this project's 2-core
-  CPU: 1.6 ms against 5.5 ms for a normal per entry drawn with the library's
-  fused Threefry rounds, 8.9 ms with ``jax.random.normal``).
+  of uniform 32-bit words, so one threefry draw serves 32 entries instead of
+  one (benchmark 4 times EvoGrad with both noises).
 
   Args:
     key: the EvoGrad call's PRNG key.

@@ -100,6 +100,25 @@ def load_omniglot(*, image_size: int = 28, data_dir=None, cache_dir=None,
       32,460 PNGs, later loads read one file; the cache key hashes the
       decoding code, the size and the dataset's metadata.
     verbose: print the load time.
+
+  Returns:
+    ``[1623, 20, S, S, 1]`` float32 in [0, 1].
+
+  Raises:
+    DatasetNotFoundError: ``data_dir`` does not hold ``omniglot/3.0.0`` (no
+      download is attempted).
+
+  Examples:
+    >>> from metagrad import tasks
+    >>> try:
+    ...   tasks.load_omniglot(data_dir="/nonexistent")
+    ... except tasks.DatasetNotFoundError as err:
+    ...   print("not found:", "/nonexistent" in str(err))
+    not found: True
+
+  References:
+    Lake, Salakhutdinov & Tenenbaum 2015, "Human-level concept learning through
+    probabilistic program induction" (Science 350(6266)).
   """
   if image_size not in (28, 32) or isinstance(image_size, bool):
     raise ValueError(f"`image_size` must be 28 or 32, got {image_size!r}.")
@@ -160,6 +179,24 @@ def omniglot_splits(images: np.ndarray, *, split: str = "standard", rotations: b
     split: ``"standard"``, ``"es_protonet"`` or ``"background"``.
     rotations: add the 90/180/270-degree rotations as classes.
     seed: the shuffle of the split.
+
+  Returns:
+    ``{"train": ..., "test": ...}`` (and ``"val"`` for ``"es_protonet"``), each
+    ``[classes, 20, S, S, 1]``.
+
+  Examples:
+    >>> import numpy as np
+    >>> from metagrad import tasks
+    >>> images = np.zeros((1623, 20, 28, 28, 1), np.float32)
+    >>> splits = tasks.omniglot_splits(images, split="standard")
+    >>> splits["train"].shape[0], splits["test"].shape[0]
+    (4800, 1692)
+
+  References:
+    Vinyals, Blundell, Lillicrap, Kavukcuoglu & Wierstra 2016, "Matching
+    Networks for One Shot Learning", arXiv:1606.04080; Sheng & He 2022,
+    "Distributed Evolution Strategies Using TPUs for Meta-Learning",
+    arXiv:2201.00093, section III-B.
   """
   if split not in SPLITS:
     raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}.")

@@ -78,6 +78,21 @@ def rotation_task(images: np.ndarray, *, num_classes: int = 100, num_train: int 
       least one) to test, all rotated. The three sets never share an image.
     angle: the validation/test rotation in degrees.
     seed: which characters are drawn.
+
+  Returns:
+    A ``RotationTask`` (train / val / test images and labels).
+
+  Examples:
+    >>> import numpy as np
+    >>> from metagrad import tasks
+    >>> images = np.zeros((50, 20, 28, 28, 1), np.float32)
+    >>> task = tasks.rotation_task(images, num_classes=10, num_train=12, num_val=4)
+    >>> task.train_x.shape, task.val_x.shape, task.test_x.shape
+    ((120, 28, 28, 1), (40, 28, 28, 1), (40, 28, 28, 1))
+
+  References:
+    Bohdal, Yang & Hospedales 2021, "EvoGrad: Efficient Gradient-Based
+    Meta-Learning and Hyperparameter Optimization", arXiv:2106.10575, section 4.2.
   """
   _checks.rank("images", images, 5)
   chars, examples = images.shape[:2]
