@@ -43,15 +43,17 @@ def noise_reuse_es(unroll: Callable, params: Any, state: _unroll.UnrollState, ke
   Examples:
     >>> import jax, jax.numpy as jnp
     >>> from metagrad import estimators
-    >>> unroll = lambda p, s, k, w: (jnp.sum((s - p["target"]) ** 2), 0.5 * s + 0.5 * p["target"])
-    >>> init = lambda k: jnp.zeros(2)
-    >>> params = {"target": jnp.ones(2)}
-    >>> state = estimators.init_state(estimators.noise_reuse_es, init, jax.random.PRNGKey(0),
-    ...                               num_particles=8, num_windows=4, params=params)
-    >>> g, state = estimators.noise_reuse_es(unroll, params, state, jax.random.PRNGKey(1),
-    ...                                      sigma=0.1, init_inner=init)
-    >>> g["target"].shape
-    (2,)
+    >>> def noisy(p, s, key, w):                  # a window's data comes from its key
+    ...   s = s - 0.1 * (s - p["c"]) + 0.01 * jax.random.normal(key, s.shape)
+    ...   return jnp.sum(s ** 2), s
+    >>> start = lambda key: jax.random.normal(key, (2,))
+    >>> state = estimators.init_state(estimators.noise_reuse_es, start, jax.random.PRNGKey(0),
+    ...                               num_particles=4, params={"c": jnp.zeros(2)},
+    ...                               num_windows=estimators.RandomHorizon(2, 5))
+    >>> g, state = estimators.noise_reuse_es(noisy, {"c": jnp.zeros(2)}, state,
+    ...                                      jax.random.PRNGKey(1), sigma=0.1, init_inner=start)
+    >>> g["c"].shape, state.window.tolist()
+    ((2,), [1, 1, 1, 1])
 
   References:
     Li, Harrison, Sohl-Dickstein, Smith & Metz 2023, "Noise-Reuse in Online

@@ -53,15 +53,13 @@ def truncated_es(unroll: Callable, params: Any, state: _unroll.UnrollState, key:
   Examples:
     >>> import jax, jax.numpy as jnp
     >>> from metagrad import estimators
-    >>> unroll = lambda p, s, k, w: (jnp.sum((s - p["target"]) ** 2), 0.5 * s + 0.5 * p["target"])
-    >>> init = lambda k: jnp.zeros(2)
-    >>> params = {"target": jnp.ones(2)}
-    >>> state = estimators.init_state(estimators.truncated_es, init, jax.random.PRNGKey(0),
-    ...                               num_particles=8, num_windows=4, params=params)
-    >>> g, state = estimators.truncated_es(unroll, params, state, jax.random.PRNGKey(1),
-    ...                                    sigma=0.1, init_inner=init)
-    >>> g["target"].shape
-    (2,)
+    >>> decay = lambda p, s, k, w: (jnp.sum(s ** 2), s * p["a"])    # never reset: no init_inner
+    >>> params = {"a": jnp.full(3, 0.5)}
+    >>> state = estimators.init_state(estimators.truncated_es, lambda k: jnp.ones(3),
+    ...                               jax.random.PRNGKey(0), num_particles=4, params=params)
+    >>> g, state = estimators.truncated_es(decay, params, state, jax.random.PRNGKey(1), sigma=0.1)
+    >>> g["a"].shape, state.inner.shape                              # one state per pair
+    ((3,), (2, 3))
 
   References:
     Vicol, Metz & Sohl-Dickstein 2021, "Unbiased Gradient Estimation in

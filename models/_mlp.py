@@ -55,10 +55,9 @@ def logistic_regression(num_outputs: int = 1) -> hk.Transformed:
   Examples:
     >>> import jax, jax.numpy as jnp
     >>> from metagrad import models
-    >>> net = models.logistic_regression()
-    >>> params = net.init(jax.random.PRNGKey(0), jnp.zeros((3, 4)))
-    >>> net.apply(params, jnp.zeros((3, 4))).shape
-    (3, 1)
+    >>> params = models.logistic_regression().init(jax.random.PRNGKey(0), jnp.zeros((3, 4)))
+    >>> jax.tree_util.tree_map(jnp.shape, params)
+    {'logits': {'b': (1,), 'w': (4, 1)}}
 
   References:
     Arnold, Iqbal & Sha 2019, "Decoupling Adaptation from Modeling with
@@ -85,10 +84,9 @@ def linear_network(hidden: Sequence[int] = (64, 64, 64), num_outputs: int = 1) -
   Examples:
     >>> import jax, jax.numpy as jnp
     >>> from metagrad import models
-    >>> net = models.linear_network(hidden=(8,))
-    >>> params = net.init(jax.random.PRNGKey(0), jnp.zeros((3, 4)))
-    >>> net.apply(params, jnp.zeros((3, 4))).shape
-    (3, 1)
+    >>> net = models.linear_network(hidden=(8,))              # linear layers, no activation
+    >>> sorted(net.init(jax.random.PRNGKey(0), jnp.zeros((3, 4))))
+    ['linear0', 'logits']
 
   References:
     Arnold, Iqbal & Sha 2019, "Decoupling Adaptation from Modeling with
