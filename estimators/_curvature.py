@@ -9,9 +9,9 @@ Why it is here: ``implicit`` and ``imaml`` solve ``(H + damping I) v
 = g`` by conjugate gradients, which is exact only when ``H + damping I`` is
 positive definite (for iMAML: ``H_S + (reg + damping) I``). Whether that holds
 at *your* inner solution is a property of your model and data, not of the
-estimator -- a batch-statistics conv4 on a 1-shot Omniglot support set has
-``lambda_min(H_S)`` about -1 at the adapted parameters (README "iMAML vs
-MAML"). This function measures it, jitted and vmappable over tasks, at the
+estimator (a batch-statistics conv4 on a 1-shot Omniglot support set can have
+a negative ``lambda_min(H_S)`` at the adapted parameters; see the
+documentation's "iMAML vs MAML" reproduction). This function measures it, jitted and vmappable over tasks, at the
 cost of ``num_iterations`` Hessian-vector products.
 """
 

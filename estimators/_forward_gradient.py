@@ -29,7 +29,8 @@ def forward_gradient(loss_fn: Callable[[Any], Any], params: Any,
   ``E|g|^2 = (1 + (D + 1)/K) |grad L|^2``, so a single draw is about
   ``sqrt(D/K)`` times longer than the gradient. Use Adam at backprop's
   learning rate: SGD is stable only near ``K/D`` times backprop's rate, where
-  it barely moves (the README measures both on MAML sine).
+  it barely moves (the documentation's "Choosing an estimator" page measures
+  both on MAML sine).
 
   Non-finite directional derivatives are left out (the average is over the
   finite ones); if none is finite the estimate is NaN, never a silent zero.

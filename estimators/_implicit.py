@@ -190,25 +190,22 @@ def imaml(support_loss: Callable[[Any], jax.Array], query_loss: Callable[[Any], 
 
   The formula holds at a solution, so the inner loop must actually solve the
   proximal problem: plain gradient descent on it is stable only for a step
-  below 2 / (lambda_max(H_S) + reg). MAML's usual Omniglot step of 0.4 is 14x
-  past that on a conv4 with batch-statistics norm (lambda_max(H_S) ~ 70 at
-  initialisation): the iterates oscillate instead of converging, and the
-  meta-gradient is wrong (README "iMAML vs MAML"; the gradient left after
-  adaptation is the check).
+  below 2 / (lambda_max(H_S) + reg), which a conv learner's sharp support loss
+  can put well under MAML's usual inner step (the gradient left after
+  adaptation is the check; a line search, e.g. ``models.optax_rule`` with
+  ``optax.lbfgs``, removes the choice of step).
 
   It also needs ``H_S + reg I`` positive definite (theta* a strict local
-  minimum). A batch-statistics conv4 on a 1-shot Omniglot support set breaks
-  that: at theta* the support Hessian's lowest eigenvalue is about -1.4
-  (median over 32 episodes at initialisation, down to -5.8), below -reg at
-  reg = 0.5, and 5 CG iterations on the indefinite ``I + H_S / reg`` gave
-  vectors at cosine 0.09-0.33 to the exact solve (dense Hessian, D = 7,333,
-  two episodes). ``damping=d`` solves ``reg (H_S + (reg + d) I)^{-1} g``
+  minimum), which a batch-statistics conv4 on a 1-shot support set can break;
+  conjugate gradients on an indefinite ``I + H_S / reg`` return vectors far
+  from the solve. ``damping=d`` solves ``reg (H_S + (reg + d) I)^{-1} g``
   instead, positive definite once ``reg + d > -lambda_min(H_S)``. The iMAML
   authors' code uses ``(2 I + H_S / (reg + 10))^{-1} g``
   (aravindr93/imaml_dev, ``regu_coef=1``, ``lam_damping=10``): ``d = reg +
   20`` up to the factor ``reg / (reg + 10)``. Measure ``lambda_min(H_S)`` on
   your own tasks with ``hessian_extreme_eigenvalues`` (``support_loss``,
-  ``adapted``).
+  ``adapted``); the documentation's "iMAML vs MAML" reproduction measures
+  both conditions on Omniglot.
 
   Args:
     support_loss: ``theta -> scalar``, the task's training loss.

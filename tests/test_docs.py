@@ -48,9 +48,33 @@ def test_the_site_builds_strictly_with_its_pages_and_images(tmp_path):
     html = site / page.replace("index.md", "").replace(".md", "") / "index.html"
     assert html.is_file(), page
     text = html.read_text()
+    # Every formula became MathML at build time (docs/hooks/mathml.py): none is left as LaTeX.
+    assert 'class="arithmatex"' not in text, page
     for src in re.findall(r'<img [^>]*src="([^"]+)"', text):
       if not src.startswith(("http:", "https:", "data:")):
         assert (html.parent / src).resolve().is_file(), (page, src)
+  assert (site / "choosing" / "index.html").read_text().count("<math ") >= 30
   # The API pages render the docstrings: signatures and the Args sections.
   api = (site / "api" / "first-order" / "index.html").read_text()
   assert "es_wsr" in api and "Parameters" in api and "population" in api
+
+
+def _render(markdown_html: str) -> str:
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("mathml_hook", DOCS / "hooks" / "mathml.py")
+  hook = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(hook)
+  page = type("Page", (), {"file": type("File", (), {"src_path": "page.md"})()})()
+  return hook.on_page_content(markdown_html, page=page)
+
+
+def test_the_math_hook_renders_mathml_and_refuses_what_it_cannot_render():
+  import pytest
+  out = _render('<p>a <span class="arithmatex">\\(\\sigma &lt; 1\\)</span></p>'
+                '<div class="arithmatex">\\[\\frac{1}{P}\\]</div>')
+  assert out.count("<math ") == 2 and 'display="block"' in out and "arithmatex" not in out
+  assert "<mi>&#x003C3;</mi><mo>&#x0003C;</mo>" in out   # sigma, then the page's escaped "<" as an operator
+  with pytest.raises(ValueError, match=r"page\.md.*\\sigmaa"):
+    _render('<span class="arithmatex">\\(\\sigmaa\\)</span>')
+  with pytest.raises(ValueError, match="cannot render"):
+    _render('<span class="arithmatex">\\(\\frac{1}{\\)</span>')
