@@ -60,6 +60,17 @@ class ChunkPlan(NamedTuple):
       not measured).
     unit_flops: XLA's flops of one unit's loss (``None``: unknown or not
       measured).
+
+  Examples:
+    ``jax.eval_shape`` shows the plan an estimator will use, without running it:
+
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import estimators
+    >>> plan = jax.eval_shape(lambda w: estimators.es_wsr(
+    ...     lambda v: jnp.sum(v ** 2), w, jax.random.PRNGKey(0), population=64,
+    ...     chunk_size=8, return_info=True), jnp.ones(5))[1].chunk_plan
+    >>> plan.num_units, plan.chunk_size, plan.auto
+    (64, 8, False)
   """
   num_units: int
   chunk_size: int | None

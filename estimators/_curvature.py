@@ -28,9 +28,23 @@ from . import _tree
 
 
 class Extremes(NamedTuple):
-  """The lowest and highest Ritz value: estimates of ``lambda_min`` and
-  ``lambda_max`` that lie inside ``[lambda_min, lambda_max]`` and converge to
-  them from within."""
+  """What ``hessian_extreme_eigenvalues`` returns: the lowest and highest Ritz
+  value, estimates of ``lambda_min`` and ``lambda_max`` that lie inside
+  ``[lambda_min, lambda_max]`` and converge to them from within.
+
+  Attributes:
+    lowest: the lowest Ritz value (a scalar).
+    highest: the highest Ritz value (a scalar).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import estimators
+    >>> loss_fn = lambda w: jnp.sum(jnp.array([-1.0, 2.0, 3.0]) * w ** 2)   # H = diag(-2, 4, 6)
+    >>> ends = estimators.hessian_extreme_eigenvalues(loss_fn, jnp.ones(3), jax.random.PRNGKey(0),
+    ...                                               num_iterations=3)
+    >>> round(float(ends.lowest), 4), round(float(ends.highest), 4)
+    (-2.0, 6.0)
+  """
   lowest: jax.Array
   highest: jax.Array
 

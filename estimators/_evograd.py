@@ -47,6 +47,10 @@ def member_noise(key: jax.Array, member, params: Any, *, sigma: float,
     sigma: the noise scale (standard deviation per entry).
     noise: ``"normal"`` or ``"sign"`` (``"gaussian"``: deprecated name of ``"normal"``).
 
+  Returns:
+    A pytree shaped and typed like ``params``: member ``member``'s perturbation
+    ``eps_k``.
+
   Examples:
     >>> import jax, jax.numpy as jnp
     >>> from metagrad import estimators
@@ -237,6 +241,10 @@ def evolutionary_objective(train_loss: Callable[[Any, Any], jax.Array],
     key: PRNG key of the evolutionary step.
     **step_kwargs: ``population``, ``sigma``, ``temperature``, ``noise`` of
       ``evolutionary_step``.
+
+  Returns:
+    ``hparams -> scalar``: the validation loss at EvoGrad's evolutionary step, a
+    first-order estimator's ``loss_fn``.
 
   Examples:
     >>> import jax, jax.numpy as jnp

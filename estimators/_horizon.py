@@ -23,7 +23,11 @@ from .. import _checks
 
 
 class FixedHorizon(NamedTuple):
-  """Every episode lasts ``num_windows`` windows.
+  """Every episode lasts ``num_windows`` windows (``init_state(...,
+  num_windows=W)`` with an int makes one).
+
+  Attributes:
+    num_windows: the episode length in truncation windows (>= 1).
 
   Examples:
     >>> from metagrad import estimators
@@ -43,7 +47,13 @@ class FixedHorizon(NamedTuple):
 
 class RandomHorizon(NamedTuple):
   """Each episode lasts a uniform random number of windows in
-  ``[min_windows, max_windows]``, drawn from its episode key.
+  ``[min_windows, max_windows]``, drawn from its episode key (the two members
+  of an antithetic pair share it), so particles reset at different times.
+  Pass it as ``init_state(..., num_windows=RandomHorizon(lo, hi))``.
+
+  Attributes:
+    min_windows: the shortest episode, in windows (>= 1).
+    max_windows: the longest episode, in windows (>= ``min_windows``).
 
   Examples:
     >>> import jax

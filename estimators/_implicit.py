@@ -139,6 +139,10 @@ def proximal(loss_fn: Callable[[Any], jax.Array], anchor: Any, *, reg: float) ->
     anchor: theta_0, the point the proximal term pulls towards.
     reg: lambda (> 0).
 
+  Returns:
+    ``theta -> scalar``, the proximal objective (``-> (scalar, aux)`` when
+    ``loss_fn`` returns aux).
+
   Examples:
     >>> import jax.numpy as jnp
     >>> from metagrad import estimators
@@ -169,6 +173,19 @@ class ImamlInfo(NamedTuple):
       from the solution (a diverging step).
     solved: whether the ratio is below 1 and the meta-gradient finite -- the
       tasks to average over (the others have no valid implicit gradient).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from metagrad import estimators, models
+    >>> support = lambda w: jnp.sum((w - 1.0) ** 2)
+    >>> query = lambda w: jnp.sum(w ** 2)
+    >>> theta0 = jnp.zeros(2)
+    >>> inner = estimators.proximal(support, theta0, reg=2.0)
+    >>> adapted = models.adapt(inner, theta0, models.sgd(0.25), {}, steps=20).params
+    >>> grads, info = estimators.imaml(support, query, adapted, theta0, reg=2.0,
+    ...                                return_info=True)
+    >>> bool(info.solved), float(info.residual_ratio) < 1e-5
+    (True, True)
   """
   residual_ratio: jax.Array
   solved: jax.Array

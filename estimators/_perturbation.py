@@ -34,6 +34,15 @@ class PopulationInfo:
       one unit that decided it); static, so ``jax.eval_shape`` of the
       estimator shows it without running anything. ``None`` for estimators
       that do not chunk.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import estimators
+    >>> loss_fn = lambda w: jnp.sum(w ** 2) / jnp.sum(w)      # not finite where sum(w) = 0
+    >>> grads, info = estimators.es(loss_fn, jnp.ones(3), jax.random.PRNGKey(0), sigma=0.1,
+    ...                             population=16, chunk_size=4, return_info=True)
+    >>> info.members, int(info.nonfinite), info.chunk_plan.chunk_size
+    (16, 0, 4)
   """
   members: int = dataclasses.field(metadata=dict(static=True))
   nonfinite: Array

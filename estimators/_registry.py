@@ -43,6 +43,12 @@ class EstimatorSpec(NamedTuple):
       on a toy problem (the test matrix's defaults).
     choices: each string-valued keyword it validates, with its allowed values.
     sharded: whether it takes ``axis_name`` to split its members over devices.
+
+  Examples:
+    >>> from metagrad import estimators
+    >>> spec = estimators.REGISTRY["es_wsr"]
+    >>> spec.fn is estimators.es_wsr, spec.family, spec.sharded, spec.choices["noise"]
+    (True, 'first_order', True, ('normal', 'table'))
   """
   name: str
   fn: _types.FirstOrderEstimator | _types.HypergradientEstimator | _types.UnrolledEstimator

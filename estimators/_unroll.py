@@ -76,6 +76,19 @@ class UnrollState:
       ``RandomHorizon``; ``None``: never reset).
     params_signature: static, the tree structure, shapes and dtypes of the
       params given to ``init_state`` (``None`` if none were given).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import estimators
+    >>> state = estimators.init_state(estimators.pes, lambda key: {"x": jnp.zeros(3)},
+    ...                               jax.random.PRNGKey(0), num_particles=4, num_windows=10,
+    ...                               params={"lr": jnp.array(0.1)})
+    >>> state.inner["x"].shape, state.window.tolist()           # one row per particle
+    ((4, 3), [0, 0, 0, 0])
+    >>> state.accumulator.shape                                  # [pairs, D]
+    (2, 1)
+    >>> state.estimator, state.horizon
+    ('pes', FixedHorizon(num_windows=10))
   """
   inner: Any
   window: jax.Array

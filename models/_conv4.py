@@ -45,6 +45,25 @@ class BatchStatNorm(hk.Module):
   mean and variance come from the batch being processed (support or query
   set), so the network needs no ``hk.State`` and stays a pure function of its
   parameters: learned scale (init 1) and offset (init 0) per channel.
+
+  Args:
+    eps: added to the variance before the square root.
+    name: the Haiku module name.
+
+  Examples:
+    >>> import haiku as hk, jax, jax.numpy as jnp
+    >>> from metagrad import models
+    >>> norm = hk.without_apply_rng(hk.transform(lambda x: models.BatchStatNorm()(x)))
+    >>> x = jax.random.normal(jax.random.PRNGKey(0), (8, 5, 5, 3)) * 4.0 + 2.0
+    >>> y = norm.apply(norm.init(None, x), x)
+    >>> bool(jnp.allclose(y.mean((0, 1, 2)), 0.0, atol=1e-5)), y.shape
+    (True, (8, 5, 5, 3))
+
+  References:
+    Ioffe & Szegedy 2015, "Batch Normalization: Accelerating Deep Network
+    Training by Reducing Internal Covariate Shift", arXiv:1502.03167; Finn,
+    Abbeel & Levine 2017, "Model-Agnostic Meta-Learning for Fast Adaptation
+    of Deep Networks", arXiv:1703.03400 (batch statistics at meta-test time).
   """
 
   def __init__(self, eps: float = 1e-5, name: str | None = None):

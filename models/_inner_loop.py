@@ -36,6 +36,24 @@ class UpdateRule(NamedTuple):
       for rules that adapt themselves on it (KLin/KFC, eq. 4); such rules take
       its derivatives with ``support_gradient`` so that ``first_order``
       and ``mixed_mode`` reach them too.
+
+  Examples:
+    A rule of your own: SGD with heavy-ball momentum and a meta-learned rate.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import models
+    >>> tree = jax.tree_util.tree_map
+    >>> def update(rule_params, velocity, params, grads, **_):
+    ...   velocity = tree(lambda v, g: 0.9 * v + g, velocity, grads)
+    ...   return tree(lambda p, v: p - rule_params["lr"] * v, params, velocity), velocity
+    >>> momentum = models.UpdateRule(
+    ...     init=lambda key, params: {"lr": jnp.array(0.1)},
+    ...     init_state=lambda rule_params, params: tree(jnp.zeros_like, params),
+    ...     update=update)
+    >>> loss_fn = lambda w: jnp.sum((w - 3.0) ** 2)
+    >>> result = models.adapt(loss_fn, jnp.zeros(2), momentum, {"lr": jnp.array(0.1)}, steps=3)
+    >>> [round(w, 3) for w in result.params.tolist()]       # 0.6, 1.62, 2.814 by hand
+    [2.814, 2.814]
   """
   init: Callable[[jax.Array, Params], Params]
   init_state: Callable[[Params, Params], Any]
@@ -43,9 +61,24 @@ class UpdateRule(NamedTuple):
 
 
 class AdaptResult(NamedTuple):
-  params: Params            # theta_T, the task-adapted parameters
-  inner_losses: jax.Array   # [steps] support loss at theta_0 .. theta_{T-1}
-  state: Any                # the rule's final inner state
+  """What ``adapt`` returns.
+
+  Attributes:
+    params: ``theta_T``, the task-adapted parameters (shaped like ``theta_0``).
+    inner_losses: ``[steps]``, the support loss at ``theta_0 .. theta_{T-1}``.
+    state: the rule's inner state after the last step.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from metagrad import models
+    >>> result = models.adapt(lambda w: jnp.sum(w ** 2), jnp.ones(2), models.sgd(0.25), {},
+    ...                       steps=2)
+    >>> result.params.tolist(), result.inner_losses.tolist()
+    ([0.25, 0.25], [2.0, 0.5])
+  """
+  params: Params
+  inner_losses: jax.Array
+  state: Any
 
 
 class _SupportLoss:
@@ -218,6 +251,9 @@ def sgd(lr: float) -> UpdateRule:
   Args:
     lr: the adaptation learning rate (a positive number; may be traced).
 
+  Returns:
+    An ``UpdateRule`` with no meta-parameters and no state.
+
   Examples:
     >>> import jax.numpy as jnp
     >>> from metagrad import models
@@ -245,6 +281,9 @@ def meta_sgd(init_lr: float) -> UpdateRule:
 
   Args:
     init_lr: initial value of every entry of ``alpha`` (a positive number).
+
+  Returns:
+    An ``UpdateRule`` whose meta-parameters are ``alpha``, shaped like ``params``.
 
   Examples:
     >>> import jax, jax.numpy as jnp

@@ -143,6 +143,10 @@ def meta_curvature(lr: float) -> UpdateRule:
   Args:
     lr: the adaptation learning rate.
 
+  Returns:
+    An ``UpdateRule`` whose meta-parameters are each parameter's curvature factors
+    ``L`` and ``R`` (square matrices, identity at initialisation).
+
   Examples:
     >>> import jax, jax.numpy as jnp
     >>> from metagrad import models
@@ -166,6 +170,10 @@ def klin(lr: float, *, optimizer_lr: float | None = None, adapt_optimizer: bool 
     optimizer_lr: step of the optimizer's own adaptation (eq. 4); ``lr`` if None.
     adapt_optimizer: adapt L and R in the inner loop (eq. 3-4).
     normalize: unit-norm gradient in, norm times a learnable scale out (A.1.2).
+
+  Returns:
+    An ``UpdateRule`` whose meta-parameters are one pair of Kronecker factors and a
+    scale per parameter.
 
   Examples:
     >>> import jax, jax.numpy as jnp
@@ -195,6 +203,10 @@ def kfc(lr: float, *, num_layers: int = 2, optimizer_lr: float | None = None,
     optimizer_lr: step of the optimizer's own adaptation (eq. 4); ``lr`` if None.
     adapt_optimizer: adapt the factors in the inner loop (eq. 3-4).
     normalize: unit-norm gradient in, norm times a learnable scale out (A.1.2).
+
+  Returns:
+    An ``UpdateRule`` whose meta-parameters are each parameter's Kronecker factor
+    pairs, ``num_layers`` of them.
 
   Examples:
     >>> import jax, jax.numpy as jnp
@@ -228,6 +240,10 @@ def cfc(lr: float, *, rank: int = 1, num_layers: int = 2, gain: float = 1.0,
     optimizer_lr: step of the optimizer's own adaptation (eq. 4); ``lr`` if None.
     adapt_optimizer: adapt the factors in the inner loop (eq. 3-4).
     normalize: unit-norm gradient in, norm times a learnable scale out (A.1.2).
+
+  Returns:
+    An ``UpdateRule`` whose meta-parameters are each parameter's rank-``rank``
+    Cholesky factors, ``num_layers`` of them.
 
   Examples:
     >>> import jax, jax.numpy as jnp

@@ -49,6 +49,10 @@ def gradient_descent_params(lr: float, forget_bias: float = 30.0) -> dict:
     lr: the SGD learning rate the input gate reproduces, in (0, 1).
     forget_bias: b_f, large enough that the forget gate is ~1 (> 0).
 
+  Returns:
+    The LSTM gate parameters (a dict) under which ``meta_lstm`` takes plain SGD
+    steps of size ``lr``.
+
   Examples:
     >>> from metagrad import models
     >>> sorted(models.gradient_descent_params(0.1))[:2]
@@ -69,6 +73,11 @@ def meta_lstm(*, preprocess_p: float = 10.0) -> UpdateRule:
 
   Args:
     preprocess_p: p of the gradient/loss preprocessing (> 0; 10 in the paper).
+
+  Returns:
+    An ``UpdateRule`` whose meta-parameters are the forget and input gates' weights
+    and biases (``w_f``, ``b_f``, ``w_i``, ``b_i``); the learner's parameters are
+    the LSTM's cell state.
 
   Examples:
     >>> import jax, jax.numpy as jnp

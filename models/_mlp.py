@@ -25,6 +25,10 @@ def mlp(hidden: Sequence[int] = (40, 40), num_outputs: int = 1) -> hk.Transforme
     hidden: hidden layer widths (each >= 1).
     num_outputs: outputs (>= 1).
 
+  Returns:
+    An ``hk.Transformed`` pair ``(init, apply)``; ``apply(params, x)`` maps ``[B,
+    in]`` to ``[B, num_outputs]``.
+
   Examples:
     >>> import jax, jax.numpy as jnp
     >>> from metagrad import models
@@ -51,6 +55,10 @@ def logistic_regression(num_outputs: int = 1) -> hk.Transformed:
 
   Args:
     num_outputs: 1 for binary tasks, the classes for multinomial (>= 1).
+
+  Returns:
+    An ``hk.Transformed`` pair; ``apply(params, x)`` gives ``[B, num_outputs]``
+    logits.
 
   Examples:
     >>> import jax, jax.numpy as jnp
@@ -81,6 +89,10 @@ def linear_network(hidden: Sequence[int] = (64, 64, 64), num_outputs: int = 1) -
     hidden: widths of the linear hidden layers (each >= 1).
     num_outputs: logits (>= 1).
 
+  Returns:
+    An ``hk.Transformed`` pair; ``apply(params, x)`` gives ``[B, num_outputs]``
+    logits.
+
   Examples:
     >>> import jax, jax.numpy as jnp
     >>> from metagrad import models
@@ -108,6 +120,10 @@ def lenet(num_classes: int = 10) -> hk.Transformed:
 
   Args:
     num_classes: outputs of the last layer (>= 1).
+
+  Returns:
+    An ``hk.Transformed`` pair; ``apply(params, x)`` maps ``[B, 28, 28, 1]`` images
+    to ``[B, num_classes]`` logits.
 
   Examples:
     >>> import jax, jax.numpy as jnp

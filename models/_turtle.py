@@ -42,6 +42,10 @@ def turtle(*, hidden: Sequence[int] = (20,) * 5, inputs: Sequence[str] = ("gradi
       hyperparameter study fixes alpha = 1).
     num_steps: T, to scale the ``"time"`` input to ``t / T`` (required with it).
 
+  Returns:
+    An ``UpdateRule`` whose meta-parameters are the update network's weights
+    (``net``) and the per-parameter step sizes ``alpha``.
+
   Examples:
     >>> import jax, jax.numpy as jnp
     >>> from metagrad import models

@@ -5,7 +5,7 @@ Labels must lie in ``0 .. num_classes - 1``. Shapes are checked always; label
 values are checked whenever they are concrete (eager code, or arrays passed
 in before ``jit``). Inside ``jit`` they are traced and cannot be inspected: call
 ``check_labels`` in your step and wrap it with
-``jax.experimental.checkify.checkify`` to check them there too::
+``jax.experimental.checkify.checkify`` to check them there too:
 
     from jax.experimental import checkify
     def step(params, episode):
@@ -26,6 +26,8 @@ from metagrad import _checks
 
 DISTANCES = ("euclidean", "cosine")
 
+__all__ = ["check_labels", "prototypes", "logits", "loss", "accuracy", "episode_loss"]
+
 
 def check_labels(labels: jax.Array, num_classes: int, name: str = "labels") -> None:
   """Integer ``labels`` in ``0 .. num_classes - 1``: a ValueError when
@@ -35,6 +37,23 @@ def check_labels(labels: jax.Array, num_classes: int, name: str = "labels") -> N
     labels: integer class indices.
     num_classes: K.
     name: the argument name used in the error.
+
+  Returns:
+    None; raises ``ValueError`` naming ``name`` when concrete labels are not
+    integers in range (traced labels: a ``checkify`` error instead).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from metagrad.models import protonet
+    >>> protonet.check_labels(jnp.array([0, 1, 2]), 3)
+    >>> protonet.check_labels(jnp.array([0, 3]), 3, name="support_y")
+    Traceback (most recent call last):
+    ...
+    ValueError: `support_y` must lie in 0..2, got values from 0 to 3.
+
+  References:
+    Snell, Swersky & Zemel 2017, "Prototypical Networks for Few-shot
+    Learning", arXiv:1703.05175, section 2.1.
   """
   if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
     raise ValueError(f"`{name}` must be integer class indices, got dtype "
@@ -67,6 +86,20 @@ def prototypes(embeddings: jax.Array, labels: jax.Array, num_classes: int) -> ja
     labels: ``[N]`` integer labels in ``0 .. num_classes - 1``.
     num_classes: K (a static int); a class with no support example gets a
       zero prototype.
+
+  Returns:
+    ``[K, E]`` prototypes, typed like ``embeddings``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from metagrad.models import protonet
+    >>> emb = jnp.array([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0]])
+    >>> protonet.prototypes(emb, jnp.array([0, 0, 1]), 2).tolist()
+    [[1.0, 0.0], [0.0, 4.0]]
+
+  References:
+    Snell, Swersky & Zemel 2017, "Prototypical Networks for Few-shot
+    Learning", arXiv:1703.05175, eq. (1).
   """
   num_classes = _checks.count("num_classes", num_classes)
   _checks.rank("embeddings", embeddings, 2)
@@ -87,6 +120,20 @@ def logits(queries: jax.Array, protos: jax.Array, distance: str = "euclidean") -
     queries: ``[Q, E]`` query embeddings.
     protos: ``[K, E]`` prototypes.
     distance: ``"euclidean"`` or ``"cosine"``.
+
+  Returns:
+    ``[Q, K]`` logits: negative squared distances, or cosine similarities.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from metagrad.models import protonet
+    >>> protos = jnp.array([[1.0, 0.0], [0.0, 4.0]])
+    >>> protonet.logits(jnp.array([[1.0, 1.0]]), protos).tolist()
+    [[-1.0, -10.0]]
+
+  References:
+    Snell, Swersky & Zemel 2017, "Prototypical Networks for Few-shot
+    Learning", arXiv:1703.05175, eq. (2).
   """
   _checks.choice("distance", distance, DISTANCES)
   _checks.rank("queries", queries, 2)
@@ -109,6 +156,19 @@ def loss(logits_: jax.Array, labels: jax.Array) -> jax.Array:
   Args:
     logits_: ``[Q, K]`` from ``logits``.
     labels: ``[Q]`` integer labels in ``0 .. K - 1``.
+
+  Returns:
+    The mean cross-entropy, a scalar.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from metagrad.models import protonet
+    >>> round(float(protonet.loss(jnp.zeros((4, 2)), jnp.array([0, 1, 0, 1]))), 4)   # log 2
+    0.6931
+
+  References:
+    Snell, Swersky & Zemel 2017, "Prototypical Networks for Few-shot
+    Learning", arXiv:1703.05175, eq. (2).
   """
   _checks.rank("logits_", logits_, 2)
   _checks.rank("labels", labels, 1)
@@ -125,6 +185,19 @@ def accuracy(logits_: jax.Array, labels: jax.Array) -> jax.Array:
   Args:
     logits_: ``[Q, K]``.
     labels: ``[Q]`` integer labels.
+
+  Returns:
+    A scalar in ``[0, 1]``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from metagrad.models import protonet
+    >>> float(protonet.accuracy(jnp.array([[1.0, 0.0], [1.0, 0.0]]), jnp.array([0, 1])))
+    0.5
+
+  References:
+    Snell, Swersky & Zemel 2017, "Prototypical Networks for Few-shot
+    Learning", arXiv:1703.05175, section 3.
   """
   return jnp.mean(jnp.argmax(logits_, -1) == labels)
 
@@ -142,6 +215,24 @@ def episode_loss(embed, params, episode, *, way: int, distance: str = "euclidean
 
   Returns:
     ``(loss, accuracy)`` scalars.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import tasks
+    >>> from metagrad.models import protonet
+    >>> images = jax.random.uniform(jax.random.PRNGKey(0), (10, 4, 8, 8, 1))
+    >>> episode = tasks.sample_episode(jax.random.PRNGKey(1), images, way=5, shot=1, query=2)
+    >>> embed = lambda w, x: x.reshape(x.shape[0], -1) @ w     # e.g. models.conv4().apply
+    >>> w = jax.random.normal(jax.random.PRNGKey(2), (64, 16))
+    >>> loss, acc = protonet.episode_loss(embed, w, episode, way=5)
+    >>> loss.shape, bool(0.0 <= acc <= 1.0)
+    ((), True)
+
+  References:
+    Snell, Swersky & Zemel 2017, "Prototypical Networks for Few-shot
+    Learning", arXiv:1703.05175, eq. (1)-(3); Sheng & He 2022, "Distributed
+    Evolution Strategies Using TPUs for Meta-Learning", arXiv:2201.00093,
+    eq. (1)-(3).
   """
   way = _checks.count("way", way)
   if episode.support_y.shape[0] < way:

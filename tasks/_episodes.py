@@ -11,10 +11,27 @@ from metagrad import _checks
 
 
 class Episode(NamedTuple):
-  support_x: jax.Array   # [way * shot, H, W, C]
-  support_y: jax.Array   # [way * shot] int32 in 0..way-1
-  query_x: jax.Array     # [way * query, H, W, C]
-  query_y: jax.Array     # [way * query]
+  """One N-way K-shot episode (``sample_episode``; with a leading meta-batch
+  axis from ``sample_episodes``).
+
+  Attributes:
+    support_x: ``[way * shot, H, W, C]`` support images.
+    support_y: ``[way * shot]`` int32 labels in ``0 .. way - 1``.
+    query_x: ``[way * query, H, W, C]`` query images.
+    query_y: ``[way * query]`` int32 labels.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import tasks
+    >>> ep = tasks.sample_episode(jax.random.PRNGKey(0), jnp.zeros((8, 4, 2, 2, 1)),
+    ...                           way=3, shot=1, query=2)
+    >>> ep.support_y.shape, ep.query_x.shape, sorted(ep.support_y.tolist())
+    ((3,), (6, 2, 2, 1), [0, 1, 2])
+  """
+  support_x: jax.Array
+  support_y: jax.Array
+  query_x: jax.Array
+  query_y: jax.Array
 
 
 def check_episode_args(shape, *, way: int, shot: int, query: int) -> tuple[int, int, int]:
@@ -26,6 +43,9 @@ def check_episode_args(shape, *, way: int, shot: int, query: int) -> tuple[int, 
     way: classes per episode, to check.
     shot: support examples per class, to check.
     query: query examples per class, to check.
+
+  Returns:
+    ``(way, shot, query)`` as Python ints.
 
   Examples:
     >>> from metagrad import tasks
@@ -66,6 +86,10 @@ def sample_episode(key: jax.Array, images: jax.Array, *, way: int, shot: int,
     shot: support examples per class (a static int >= 1).
     query: query examples per class (a static int >= 1: a query-less episode
       has no loss).
+
+  Returns:
+    An ``Episode``: ``[way * shot, H, W, C]`` support and ``[way * query, H, W, C]``
+    query images with int32 labels in ``0..way-1``.
 
   Examples:
     >>> import jax, jax.numpy as jnp
@@ -110,6 +134,9 @@ def sample_episodes(key: jax.Array, images: jax.Array, *, num: int, way: int, sh
     way: as ``sample_episode``.
     shot: as ``sample_episode``.
     query: as ``sample_episode``.
+
+  Returns:
+    An ``Episode`` whose arrays have a leading axis ``num``.
 
   Examples:
     >>> import jax, jax.numpy as jnp

@@ -22,15 +22,48 @@ from metagrad import _checks
 
 
 class LinearTask(NamedTuple):
-  support_x: jax.Array   # [shot, dim]
-  support_y: jax.Array   # [shot] in {0, 1}
+  """One linear classification task (``sample_linear_task``,
+  ``sample_from_pool``).
+
+  Attributes:
+    support_x: ``[shot, dim]`` inputs.
+    support_y: ``[shot]`` int32 labels ``1[w^T x > 0]``.
+    query_x: ``[query, dim]`` inputs.
+    query_y: ``[query]`` int32 labels.
+    boundary: ``[dim]``, the task's ``w`` (ground truth, for analysis).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import tasks
+    >>> task = tasks.sample_linear_task(jax.random.PRNGKey(0), jnp.ones(3), shot=4, query=2)
+    >>> bool(jnp.all(task.support_y == (task.support_x @ task.boundary > 0)))
+    True
+  """
+  support_x: jax.Array
+  support_y: jax.Array
   query_x: jax.Array
   query_y: jax.Array
-  boundary: jax.Array    # [dim] the task's w (ground truth, for analysis)
+  boundary: jax.Array
 
 
 class TaskPools(NamedTuple):
-  train: jax.Array       # [num_train, dim] decision boundaries w
+  """Disjoint pools of task boundaries (``make_task_pools``).
+
+  Attributes:
+    train: ``[num_train, dim]`` decision boundaries ``w`` for meta-training.
+    val: ``[num_val, dim]`` boundaries for validation.
+    test: ``[num_test, dim]`` boundaries for the reported accuracy.
+
+  Examples:
+    >>> import jax
+    >>> from metagrad import tasks
+    >>> pools = tasks.make_task_pools(jax.random.PRNGKey(0), dim=5, num_train=6, num_val=2,
+    ...                               num_test=2)
+    >>> task = tasks.sample_from_pool(jax.random.PRNGKey(1), pools.test, shot=3, query=3)
+    >>> task.boundary.shape
+    (5,)
+  """
+  train: jax.Array
   val: jax.Array
   test: jax.Array
 
@@ -45,6 +78,10 @@ def make_task_pools(key: jax.Array, *, dim: int = 100, num_train: int = 1000,
     num_train: boundaries in the training pool (>= 1).
     num_val: boundaries in the validation pool (>= 1).
     num_test: boundaries in the test pool (>= 1).
+
+  Returns:
+    ``TaskPools(train, val, test)``: ``[num_train, dim]``, ``[num_val, dim]`` and
+    ``[num_test, dim]`` boundaries.
 
   Examples:
     >>> import jax
@@ -72,6 +109,9 @@ def shared_points(key: jax.Array, *, num: int = 1000, dim: int = 100) -> jax.Arr
     key: PRNG key.
     num: points (>= 1).
     dim: their dimension (>= 1).
+
+  Returns:
+    ``[num, dim]`` float32 points.
 
   Examples:
     >>> import jax
@@ -102,6 +142,10 @@ def sample_linear_task(key: jax.Array, boundary: jax.Array, *, shot: int, query:
     query: query points (>= 1).
     points: ``None`` draws fresh ``x ~ N(0, I)``; a fixed ``[n, dim]`` array
       uses its first ``shot`` rows as support and the next ``query`` as query.
+
+  Returns:
+    A ``LinearTask`` with ``[shot, dim]`` / ``[query, dim]`` inputs, 0/1 int32
+    labels and the boundary.
 
   Examples:
     >>> import jax, jax.numpy as jnp
@@ -138,6 +182,9 @@ def sample_from_pool(key: jax.Array, pool: jax.Array, *, shot: int, query: int,
     shot: support points (>= 1).
     query: query points (>= 1).
     points: ``None`` or the shared ``[n, dim]`` points.
+
+  Returns:
+    A ``LinearTask`` for a boundary drawn uniformly from ``pool``.
 
   Examples:
     >>> import jax

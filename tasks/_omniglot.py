@@ -23,7 +23,17 @@ ES_PROTONET_SIZES = (4804, 1012, 676)   # the ES-ProtoNet TPU paper, section III
 
 
 class DatasetNotFoundError(ValueError):
-  """The prepared TFDS Omniglot copy is not where TFDS looks."""
+  """The prepared TFDS Omniglot copy is not where TFDS looks.
+
+  A ``ValueError`` whose message names the directory searched and how to
+  point TFDS at the copy (``data_dir=``, or the ``TFDS_DATA_DIR`` environment
+  variable); no download is attempted.
+
+  Examples:
+    >>> from metagrad import tasks
+    >>> issubclass(tasks.DatasetNotFoundError, ValueError)
+    True
+  """
 
 
 def default_data_dir() -> pathlib.Path:
@@ -118,7 +128,7 @@ def load_omniglot(*, image_size: int = 28, data_dir=None, cache_dir=None,
 
   References:
     Lake, Salakhutdinov & Tenenbaum 2015, "Human-level concept learning through
-    probabilistic program induction" (Science 350(6266)).
+    probabilistic program induction", Science 350(6266) (no arXiv version).
   """
   if image_size not in (28, 32) or isinstance(image_size, bool):
     raise ValueError(f"`image_size` must be 28 or 32, got {image_size!r}.")
@@ -146,6 +156,9 @@ def with_rotations(images: np.ndarray) -> np.ndarray:
 
   Args:
     images: ``[n, E, S, S, C]``.
+
+  Returns:
+    ``[4 n, E, S, S, C]`` images, four classes per character.
 
   Examples:
     >>> import numpy as np

@@ -28,6 +28,9 @@ def rotate(images: jax.Array, degrees) -> jax.Array:
     images: ``[B, H, W, C]``.
     degrees: the angle (a scalar; may be traced and differentiated).
 
+  Returns:
+    The rotated images, shaped and typed like ``images``.
+
   Examples:
     >>> import jax.numpy as jnp
     >>> from metagrad import tasks
@@ -58,6 +61,25 @@ def rotate(images: jax.Array, degrees) -> jax.Array:
 
 
 class RotationTask(NamedTuple):
+  """EvoGrad's rotation-transformation task (``rotation_task``): training
+  images upright, validation and test images rotated.
+
+  Attributes:
+    train_x: ``[num_classes * num_train, H, W, C]`` upright training images.
+    train_y: their int32 labels in ``0 .. num_classes - 1``.
+    val_x: ``[num_classes * num_val, H, W, C]`` rotated validation images
+      (the hyperparameters' objective).
+    val_y: their labels.
+    test_x: rotated test images of the remaining examples per class.
+    test_y: their labels.
+
+  Examples:
+    >>> import numpy as np
+    >>> from metagrad import tasks
+    >>> task = tasks.rotation_task(np.zeros((20, 20, 28, 28, 1), np.float32), num_classes=5)
+    >>> task.train_y.shape, task.val_y.shape, task.test_y.shape
+    ((60,), (20,), (20,))
+  """
   train_x: jax.Array
   train_y: jax.Array
   val_x: jax.Array

@@ -15,11 +15,29 @@ INPUT = (-5.0, 5.0)
 
 
 class SineTask(NamedTuple):
+  """One sine-regression task (``sample_sine_task``; with a leading axis from
+  ``sample_sine_tasks``).
+
+  Attributes:
+    amplitude: the task's ``A``, a scalar in ``[0.1, 5]``.
+    phase: the task's ``phi``, a scalar in ``[0, pi]``.
+    support_x: ``[shot, 1]`` inputs in ``[-5, 5]``.
+    support_y: ``[shot, 1]`` targets ``A sin(x - phi)``.
+    query_x: ``[query, 1]`` inputs.
+    query_y: ``[query, 1]`` targets.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from metagrad import tasks
+    >>> t = tasks.sample_sine_task(jax.random.PRNGKey(0))
+    >>> bool(jnp.allclose(t.query_y, tasks.sine(t.query_x, t.amplitude, t.phase)))
+    True
+  """
   amplitude: jax.Array
   phase: jax.Array
-  support_x: jax.Array   # [shot, 1]
-  support_y: jax.Array   # [shot, 1]
-  query_x: jax.Array     # [query, 1]
+  support_x: jax.Array
+  support_y: jax.Array
+  query_x: jax.Array
   query_y: jax.Array
 
 
@@ -30,6 +48,9 @@ def sine(x, amplitude, phase):
     x: inputs.
     amplitude: the task's A.
     phase: the task's phi.
+
+  Returns:
+    ``amplitude * sin(x - phase)``, shaped like the broadcast of the inputs.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -51,6 +72,10 @@ def sample_sine_task(key: jax.Array, *, shot: int = 5, query: int = 10) -> SineT
     key: PRNG key (same key, same task).
     shot: support points (a static int >= 1).
     query: query points (a static int >= 1).
+
+  Returns:
+    A ``SineTask`` with ``[shot, 1]`` support and ``[query, 1]`` query inputs and
+    targets.
 
   Examples:
     >>> import jax
@@ -80,6 +105,9 @@ def sample_sine_tasks(key: jax.Array, *, num: int, shot: int = 5, query: int = 1
     num: tasks (>= 1).
     shot: as ``sample_sine_task``.
     query: as ``sample_sine_task``.
+
+  Returns:
+    A ``SineTask`` whose arrays have a leading axis ``num``.
 
   Examples:
     >>> import jax

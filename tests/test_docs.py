@@ -26,6 +26,19 @@ def test_every_public_symbol_has_one_api_entry():
   assert entries - public == set(), "documented but not public"
 
 
+def test_public_submodules_list_exactly_their_public_functions():
+  import inspect
+  pages = "\n".join(page.read_text() for page in (DOCS / "api").glob("*.md"))
+  for pkg in (estimators, models, tasks):
+    for name in pkg.__all__:
+      module = getattr(pkg, name)
+      if inspect.ismodule(module):
+        entry = re.search(rf"^::: {module.__name__}\n    options:\n      members: \[(.*)\]$",
+                          pages, re.M)
+        assert entry, f"{module.__name__}: its API entry names no members"
+        assert [m.strip() for m in entry.group(1).split(",")] == module.__all__
+
+
 def _nav_pages(nav) -> list[str]:
   out = []
   for item in nav:
