@@ -39,6 +39,7 @@ EXAMPLES = {
     "imaml_omniglot": ("imaml",),
     "estimator_showdown": ("scales",),
     "optax_inner_loop": ("optax_inner_loop",),
+    "meta_learning_rates": ("learning_rates",),
 }
 BLOCKS = tuple(b for blocks in EXAMPLES.values() for b in blocks) + ("benchmarks",)
 

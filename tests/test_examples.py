@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from examples import (es_protonet, estimator_showdown, evograd_rotation, evograd_toy,
-                      imaml_omniglot, meta_optimizers, migrate_results, optax_inner_loop,
-                      report, reporting, sine_meta_learning, unrolled_optimization)
+                      imaml_omniglot, meta_learning_rates, meta_optimizers, migrate_results,
+                      optax_inner_loop, report, reporting, sine_meta_learning,
+                      unrolled_optimization)
 
 SMOKE = {
     "estimator_showdown": (estimator_showdown, [], ["showdown.png", "results.json"]),
@@ -24,6 +25,9 @@ SMOKE = {
     # sine_meta_learning's smoke run (all six methods) is the first run of
     # test_resume_of_a_multi_run_example_starts_the_runs_that_had_not_started.
     "meta_optimizers": (meta_optimizers, [], ["results.json", "LR_w_KLin/metrics.jsonl"]),
+    "meta_learning_rates": (meta_learning_rates, [],
+                            ["results.json", "es_wsr_P4_sgd_1/learning_curve.png",
+                             "forward_gradient_P2_sgd_1e-05/checkpoint.npz"]),
 }
 
 
@@ -205,6 +209,9 @@ def test_help_shows_defaults(module, capsys):
     # Flags of training loops are not accepted by examples that do not train.
     (evograd_toy, ["--resume"]),
     (estimator_showdown, ["--checkpoint_every", "5"]),
+    (meta_learning_rates, ["--configs", "backprop/4:adam:1e-3"]),
+    (meta_learning_rates, ["--configs", "es:sgd:1"]),
+    (meta_learning_rates, ["--configs", "es/4:rmsprop:1"]),
 ])
 def test_impossible_flags_exit_with_message(module, argv, tmp_path, omniglot, capsys):
   with pytest.raises(SystemExit) as err:
@@ -393,3 +400,18 @@ def test_report_imaml_rows_by_damping_with_the_support_spectrum(tmp_path):
   assert "--out imaml/seedS --damping 0" in text
   assert text.endswith("--out imaml_damping2.5/seedS\n"
                        "    python -m examples.imaml_omniglot --seed S --out maml/seedS")
+
+
+def test_report_learning_rates_counts_diverged_seeds_apart_from_the_mean():
+  def record(seed, final, diverged_at=None):
+    row = {"estimator": "forward_gradient", "population": 1, "optimizer": "sgd", "lr": 1e-4,
+           "start_meta_loss": 6.0, "final_meta_loss": final, "diverged_at": diverged_at}
+    return {"_path": f"meta_learning_rates/seed{seed}", "seed": seed,
+            "flags": {"inner_steps": 5, "inner_lr": 0.01, "meta_batch": 4, "steps": 300,
+                      "test_tasks": 200, "sigma": 0.01},
+            "command": f"python -m examples.meta_learning_rates --seed {seed}",
+            "device": {"kind": "cpu", "count": 1}, "results": {"forward_gradient/1:sgd:0.0001": row}}
+  text = meta_learning_rates.report([record(0, 5.0), record(1, 5.5), record(2, float("nan"), 100)])
+  row = next(l for l in text["learning_rates"].splitlines() if l.startswith("| forward_gradient"))
+  assert "5.25 ± 0.35 (1 of 3 diverged)" in row and row.endswith("| 3 |")
+  assert "--seed S" in text["learning_rates"]
