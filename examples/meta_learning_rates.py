@@ -110,7 +110,8 @@ def maml_sine(args):
 
 def run_config(config: Config, args) -> dict:
   theta, meta_loss, sample = maml_sine(args)
-  held_out = sample(jax.random.PRNGKey(10_000 + args.seed), args.test_tasks)
+  # The same held-out tasks for every seed and configuration (a fixed test set).
+  held_out = sample(jax.random.PRNGKey(10_000), args.test_tasks)
   evaluate = jax.jit(lambda t: meta_loss(t, held_out))
   optimizer = (optax.adam if config.optimizer == "adam" else optax.sgd)(config.lr)
   kwargs = {} if config.population is None else {"population": config.population}
@@ -153,9 +154,10 @@ def learning_rates(records: list[dict]) -> str:
     cell = Stat(x["final_meta_loss"] for x in finished).pm(1, 2)
     if diverged:
       cell += f" ({diverged} of {len(res)} diverged)"
+    change = Stat(x["final_meta_loss"] - x["start_meta_loss"] for x in finished).pm(1, 2)
     c = res[0]
     rows.append([c["estimator"], c["population"] or "-", c["optimizer"], f"{c['lr']:g}",
-                 Stat(x["start_meta_loss"] for x in res).pm(1, 2), cell, len(res)])
+                 cell, change, len(res)])
   f = runs[0]["flags"]
   note = (f"MAML on 5-shot sine regression (1-40-40-1 MLP, D = {D_SINE_MLP:,}; "
           f"{f['inner_steps']} inner SGD steps of {f['inner_lr']}), a fresh meta-batch of "
@@ -163,8 +165,11 @@ def learning_rates(records: list[dict]) -> str:
           f"{f['test_tasks']} held-out tasks per seed (mean ± std over seeds; a diverged "
           f"run is left out of the mean and counted); es and es_wsr at σ = {f['sigma']}. "
           f"{device(runs)}. Commands:")
+  start = Stat(x["start_meta_loss"] for r in runs for x in r["results"].values())
+  note = (f"At initialisation the held-out meta-loss is {start.pm(1, 2)} over seeds. " + note)
   return (table(["estimator", "population", "meta-optimizer", "learning rate",
-                 "held-out meta-loss at start", "after training", "seeds"], rows)
+                 "held-out meta-loss after training", "change from initialisation (paired)",
+                 "seeds"], rows)
           + f"\n\n{note}\n\n" + commands(runs))
 
 

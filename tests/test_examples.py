@@ -413,5 +413,5 @@ def test_report_learning_rates_counts_diverged_seeds_apart_from_the_mean():
             "device": {"kind": "cpu", "count": 1}, "results": {"forward_gradient/1:sgd:0.0001": row}}
   text = meta_learning_rates.report([record(0, 5.0), record(1, 5.5), record(2, float("nan"), 100)])
   row = next(l for l in text["learning_rates"].splitlines() if l.startswith("| forward_gradient"))
-  assert "5.25 ± 0.35 (1 of 3 diverged)" in row and row.endswith("| 3 |")
+  assert "5.25 ± 0.35 (1 of 3 diverged) | -0.75 ± 0.35 | 3 |" in row
   assert "--seed S" in text["learning_rates"]
