@@ -39,6 +39,13 @@ def test_public_submodules_list_exactly_their_public_functions():
         assert [m.strip() for m in entry.group(1).split(",")] == module.__all__
 
 
+def test_every_page_has_one_title():
+  for page in DOCS.rglob("*.md"):
+    prose = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)     # not code comments
+    titles = re.findall(r"^# .*$", prose, re.M)
+    assert len(titles) == 1 or page.name == "changelog.md", (page, titles)
+
+
 def _nav_pages(nav) -> list[str]:
   out = []
   for item in nav:
