@@ -232,7 +232,7 @@ def _curve_plot(png: pathlib.Path, curves: dict, steps: list[int]) -> None:
 
 
 def report(records: list[dict], plots=None) -> dict[str, str]:
-  """This example's README blocks (``examples.report``): {name: markdown}."""
+  """This example's report blocks (``examples.report``): {name: markdown}."""
   return {"es_protonet": es_protonet(records, plots), "es_protonet_curve": es_protonet_curve(records, plots)}
 
 

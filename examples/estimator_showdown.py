@@ -318,7 +318,7 @@ def scales(records: list[dict]) -> str:
 
 
 def report(records: list[dict], plots=None) -> dict[str, str]:
-  """This example's README blocks (``examples.report``): {name: markdown}."""
+  """This example's report blocks (``examples.report``): {name: markdown}."""
   return {"scales": scales(records)}
 
 
@@ -417,7 +417,7 @@ def main(argv=None):
              "crossover_backprop_vs_es_wsr": cross},
       started=started, module="examples.estimator_showdown", argv=argv)
   common.say(f"\n{summary}.\nes_wsr's and es's norms differ from the gradient's by design "
-             f"(standardised weights; see the README's estimator table).\n"
+             f"(standardised weights; see the estimator table of docs/choosing.md).\n"
              f"wrote {out / 'showdown.png'} and {path} in {time.time() - started:.0f} s")
 
 

@@ -109,7 +109,7 @@ def evograd_toy(records: list[dict]) -> str:
 
 
 def report(records: list[dict], plots=None) -> dict[str, str]:
-  """This example's README blocks (``examples.report``): {name: markdown}."""
+  """This example's report blocks (``examples.report``): {name: markdown}."""
   return {"evograd_toy": evograd_toy(records)}
 
 

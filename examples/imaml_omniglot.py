@@ -116,7 +116,7 @@ def imaml(records: list[dict]) -> str:
 
 
 def report(records: list[dict], plots=None) -> dict[str, str]:
-  """This example's README blocks (``examples.report``): {name: markdown}."""
+  """This example's report blocks (``examples.report``): {name: markdown}."""
   return {"imaml": imaml(records)}
 
 
@@ -130,7 +130,7 @@ def main(argv=None):
   # 10 steps of 0.1 rather than MAML's 5 of 0.4: the support loss's Hessian has
   # eigenvalues near 70 on these episodes (conv4 with batch-stat norm, 5 images),
   # so 0.4 oscillates instead of solving the inner problem, and the implicit
-  # gradient is exact only at a solution (README "iMAML vs MAML").
+  # gradient is exact only at a solution (docs/reproductions/imaml.md).
   parser.add_argument("--inner_steps", type=int, default=10)
   parser.add_argument("--inner_lr", type=float, default=0.1)
   parser.add_argument("--reg", type=float, default=0.5, help="iMAML's proximal lambda")
@@ -138,7 +138,7 @@ def main(argv=None):
   # The support Hessian at the adapted parameters has negative eigenvalues
   # (median about -1.4, 3% below -3 over 32 training episodes at initialisation),
   # so I + H_S / reg is indefinite at reg = 0.5 and CG's answer is not the
-  # implicit gradient. reg + damping = 3 clears 97% of them (README "iMAML vs MAML").
+  # implicit gradient. reg + damping = 3 clears 97% of them (docs/reproductions/imaml.md).
   parser.add_argument("--damping", type=float, default=2.5,
                       help="iMAML: CG solves (H_S + (reg + damping) I) v = reg g, positive "
                            "definite once reg + damping > -lambda_min(H_S)")

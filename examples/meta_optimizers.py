@@ -51,7 +51,7 @@ class Row(NamedTuple):
 # KFC 3.9 / 3.9. The last three diverge (NaN within 1,000-2,000 steps, both
 # readings, unscaled inputs); they use the largest stable rate of the sweep
 # {3.9, 3.33, 1.9, 1, 0.5, 0.3, 0.1, 0.03, 0.01} over 30,000 steps, still tied
-# (README "Kronecker Table 1", examples/results/kronecker_t1_lr_sweep).
+# (docs/reproductions/kronecker.md, examples/results/kronecker_t1_lr_sweep).
 TABLE1 = {
     "LR w/ MAML": Row("lr", "sgd", 0.5, 0.01, 0.5, 0.01),
     "LR + LinNet w/ MAML": Row("linnet", "sgd", 0.5, 0.5, 1.9, 1.9),
@@ -374,7 +374,7 @@ def kronecker_t2(records: list[dict]) -> str:
 
 
 def report(records: list[dict], plots=None) -> dict[str, str]:
-  """This example's README blocks (``examples.report``): {name: markdown}."""
+  """This example's report blocks (``examples.report``): {name: markdown}."""
   return {"kronecker_t1": kronecker_t1(records), "kronecker_t1_sweep": kronecker_t1_sweep(records), "kronecker_t2": kronecker_t2(records)}
 
 

@@ -167,7 +167,7 @@ LABELS = {"sgd": "SGD (lr {inner_lr:g})", "adam": "Adam (lr {adam_lr:g})",
 
 
 def report(records: list[dict], plots=None) -> dict[str, str]:
-  """This example's README block (``examples.report``): per task, one row per
+  """This example's report block (``examples.report``): per task, one row per
   estimator, budget and inner loop, mean ± std over seeds."""
   records = under(records, "optax_inner_loop")
   parts = []

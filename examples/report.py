@@ -1,7 +1,7 @@
-"""Collects the examples' tables into the README (and prints them).
+"""Collects the examples' tables into the README and the documentation pages.
 
     python -m examples.report examples/results                 # print every table
-    python -m examples.report examples/results --readme README.md   # rewrite its blocks
+    python -m examples.report examples/results --readme README.md --docs docs   # make report
 
 Every experiment writes ``results.json`` (flags, seed, git commit, device, wall
 time, final metrics; see ``examples/common.py``), and every example owns the
@@ -11,8 +11,8 @@ are shared, in ``examples/reporting.py``; the papers' numbers are in
 ``examples/paper_numbers.json``). This script loads the records, asks each
 example for its blocks, adds the benchmark tables (``benchmarks/results``), and
 replaces each ``<!-- report:NAME -->`` ... ``<!-- /report:NAME -->`` block of
-the README with the table of that name. The README's "Reproducing the papers"
-numbers come only from here.
+the README and of every page under ``--docs`` with the table of that name: the
+reproduction and performance numbers of the site come only from here.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Iterable
 
 from examples.reporting import load
 
-# The examples that own README blocks, and the blocks each one returns.
+# The examples that own report blocks, and the blocks each one returns.
 EXAMPLES = {
     "meta_optimizers": ("kronecker_t1", "kronecker_t1_sweep", "kronecker_t2"),
     "evograd_rotation": ("rotation",),

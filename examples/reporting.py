@@ -5,7 +5,7 @@ numbers (``examples/paper_numbers.json``).
 Each example owns its tables: ``examples.<name>.report(records, plots=None)``
 returns ``{block name: markdown}`` from the loaded records (all of them; it
 selects its own with :func:`under`). ``python -m examples.report`` collects
-them and rewrites the README's blocks.
+them and rewrites the blocks of the README and the documentation pages.
 """
 
 from __future__ import annotations

@@ -205,7 +205,7 @@ def sine(records: list[dict]) -> str:
 
 
 def report(records: list[dict], plots=None) -> dict[str, str]:
-  """This example's README blocks (``examples.report``): {name: markdown}."""
+  """This example's report blocks (``examples.report``): {name: markdown}."""
   return {"sine": sine(records)}
 
 
@@ -233,7 +233,7 @@ def main(argv=None):
   # tasks that still diverge are left out of the meta-gradient (imaml_gradient).
   # Even so 4 of 5 seeds stopped (a validation task's inner loop diverges as the
   # landscape sharpens). The default solver is therefore L-BFGS with a line
-  # search, under which every seed finished (README "TURTLE: sine regression").
+  # search, under which every seed finished (docs/reproductions/turtle-sine.md).
   # lambda = 20: with lambda <= 10 CG diverged or stalled.
   parser.add_argument("--imaml_solver", choices=("lbfgs", "sgd"), default="lbfgs",
                       help="iMAML: the proximal inner problem's solver (lbfgs: optax.lbfgs "

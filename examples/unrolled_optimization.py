@@ -203,7 +203,7 @@ def unrolled(records: list[dict]) -> str:
 
 
 def report(records: list[dict], plots=None) -> dict[str, str]:
-  """This example's README blocks (``examples.report``): {name: markdown}."""
+  """This example's report blocks (``examples.report``): {name: markdown}."""
   return {"unrolled": unrolled(records)}
 
 
