@@ -34,7 +34,8 @@ report: $(VENV)/.installed
 	$(PY) -m examples.report examples/results --readme README.md --docs docs
 
 # The documentation site into site/ (not committed), strictly: a broken link or
-# reference, or a docstring parameter the signature lacks, fails the build.
+# reference, a docstring parameter the signature lacks, a public symbol without
+# an API entry or a formula that cannot be rendered fails the build.
 docs: $(VENV)/.installed
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d site
 

@@ -13,17 +13,38 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 
 
-def _api_entries() -> set[str]:
-  return {m.group(1) for page in (DOCS / "api").glob("*.md")
-          for m in re.finditer(r"^::: metagrad\.(\S+)$", page.read_text(), re.M)}
+def _hook(name: str):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(name, DOCS / "hooks" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def test_every_public_symbol_has_one_api_entry():
+  coverage = _hook("api_coverage")          # what the build itself checks, without building
   public = {f"{pkg.__name__.split('.')[-1]}.{name}" for pkg in (estimators, models, tasks)
             for name in pkg.__all__}
-  entries = _api_entries()
-  assert public - entries == set(), "public but undocumented"
-  assert entries - public == set(), "documented but not public"
+  assert coverage.public() == public
+  entries = coverage.entries(DOCS / "api")
+  assert public - set(entries) == set(), "public but undocumented"
+  assert set(entries) - public == set(), "documented but not public"
+  assert len(entries) == len(set(entries)), "documented twice"
+
+
+def test_the_build_refuses_an_undocumented_symbol(tmp_path, monkeypatch):
+  import pytest
+  from mkdocs.exceptions import PluginError
+  coverage = _hook("api_coverage")
+  (tmp_path / "api").mkdir()
+  pages = sorted((DOCS / "api").glob("*.md"))
+  for page in pages:
+    (tmp_path / "api" / page.name).write_text(page.read_text())
+  coverage.on_pre_build({"docs_dir": str(tmp_path)})       # the real pages pass
+  first = tmp_path / "api" / "first-order.md"
+  first.write_text(first.read_text().replace("::: metagrad.estimators.es_wsr\n", ""))
+  with pytest.raises(PluginError, match="without an API entry: estimators.es_wsr"):
+    coverage.on_pre_build({"docs_dir": str(tmp_path)})
 
 
 def test_public_submodules_list_exactly_their_public_functions():
@@ -82,10 +103,7 @@ def test_the_site_builds_strictly_with_its_pages_and_images(tmp_path):
 
 
 def _render(markdown_html: str) -> str:
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("mathml_hook", DOCS / "hooks" / "mathml.py")
-  hook = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(hook)
+  hook = _hook("mathml")
   page = type("Page", (), {"file": type("File", (), {"src_path": "page.md"})()})()
   return hook.on_page_content(markdown_html, page=page)
 
