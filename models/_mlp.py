@@ -129,8 +129,8 @@ def lenet(num_classes: int = 10) -> hk.Transformed:
     >>> import jax, jax.numpy as jnp
     >>> from metagrad import models
     >>> net = models.lenet()
-    >>> params = net.init(jax.random.PRNGKey(0), jnp.zeros((2, 28, 28, 1)))
-    >>> net.apply(params, jnp.zeros((2, 28, 28, 1))).shape
+    >>> params = jax.jit(net.init)(jax.random.PRNGKey(0), jnp.zeros((2, 28, 28, 1)))
+    >>> jax.jit(net.apply)(params, jnp.zeros((2, 28, 28, 1))).shape
     (2, 10)
 
   References:

@@ -23,10 +23,10 @@ class Episode(NamedTuple):
   Examples:
     >>> import jax, jax.numpy as jnp
     >>> from metagrad import tasks
-    >>> ep = tasks.sample_episode(jax.random.PRNGKey(0), jnp.zeros((8, 4, 2, 2, 1)),
-    ...                           way=3, shot=1, query=2)
+    >>> ep = tasks.sample_episode(jax.random.PRNGKey(0), jnp.zeros((20, 10, 28, 28, 1)),
+    ...                           way=5, shot=1, query=3)
     >>> ep.support_y.shape, ep.query_x.shape, sorted(ep.support_y.tolist())
-    ((3,), (6, 2, 2, 1), [0, 1, 2])
+    ((5,), (15, 28, 28, 1), [0, 1, 2, 3, 4])
   """
   support_x: jax.Array
   support_y: jax.Array

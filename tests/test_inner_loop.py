@@ -114,10 +114,11 @@ def test_any_estimator_through_adapt(rule_name):
   # forward_mode (a custom VJP has no JVP) the plain inner gradient, ES and FD
   # only evaluate it; all must agree with the exact meta-gradient.
   objective = maml_objective(rule, steps=3, mixed_mode=True)
-  exact = estimators.backprop(maml_objective(rule, steps=3), meta, None)
-  chex.assert_trees_all_close(estimators.backprop(objective, meta, None), exact,
-                              rtol=1e-4, atol=1e-6)
-  fm = ESTIMATORS["forward_mode"](objective, meta, None)
+  # Jitted: one program per estimator instead of one per eager op (23 s -> 19 s cold).
+  run = lambda estimator, loss_fn: jax.jit(lambda m: estimator(loss_fn, m, None))(meta)
+  exact = run(estimators.backprop, maml_objective(rule, steps=3))
+  chex.assert_trees_all_close(run(estimators.backprop, objective), exact, rtol=1e-4, atol=1e-6)
+  fm = run(ESTIMATORS["forward_mode"], objective)
   chex.assert_trees_all_close(fm, exact, rtol=2e-3, atol=2e-5)
   if rule_name == "sgd":
     key = jax.random.PRNGKey(3)
