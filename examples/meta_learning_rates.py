@@ -136,12 +136,48 @@ def run_config(config: Config, args) -> dict:
   return {"estimator": config.estimator, "population": config.population,
           "optimizer": config.optimizer, "lr": config.lr, "start_meta_loss": start_loss,
           "final_meta_loss": float(evaluate(result.state[0])), "diverged_at": result.diverged_at,
+          "curve": [[0, start_loss]] + common.curve(result.log, "held_out_meta_loss"),
           "wall_time_s": time.time() - started}
 
 
 # ------------------------------------------------------------------ report
 
-def learning_rates(records: list[dict]) -> str:
+def _plot(png: pathlib.Path, runs: list[dict], names: list[str]) -> None:
+  """One panel per estimator: the held-out meta-loss of each configuration over
+  training, mean over the seeds whose run did not diverge."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, len(ESTIMATORS), figsize=(4.2 * len(ESTIMATORS), 3.6),
+                           sharey=True)
+  for ax, estimator in zip(axes, ESTIMATORS):
+    for name in names:
+      res = [r["results"][name] for r in runs if name in r["results"]]
+      if res[0]["estimator"] != estimator:
+        continue
+      curves = [dict(map(tuple, x["curve"])) for x in res if x["diverged_at"] is None]
+      diverged = len(res) - len(curves)
+      label = name.split(":", 1)[1].replace(":", " ") + (
+          f" ({diverged}/{len(res)} diverged)" if diverged else "")
+      if not curves:
+        ax.plot([], [], linestyle="--", label=label)
+        continue
+      steps = sorted(set.intersection(*(set(c) for c in curves)))
+      ax.plot(steps, [Stat(c[s] for c in curves).mean for s in steps], marker=".",
+              label=label)
+    ax.set_title(estimator, fontsize=10)
+    ax.set_xlabel("meta-step")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=7)
+  axes[0].set_ylabel("held-out meta-loss (mean over seeds)")
+  axes[0].set_ylim(top=max(7.0, axes[0].get_ylim()[0] + 1.0))
+  fig.tight_layout()
+  fig.savefig(png, dpi=100)
+  plt.close(fig)
+
+
+def learning_rates(records: list[dict], plots: pathlib.Path | None = None) -> str:
   runs = under(records, "meta_learning_rates")
   if not runs:
     return "*(no runs)*"
@@ -167,15 +203,22 @@ def learning_rates(records: list[dict]) -> str:
           f"{device(runs)}. Commands:")
   start = Stat(x["start_meta_loss"] for r in runs for x in r["results"].values())
   note = (f"At initialisation the held-out meta-loss is {start.pm(1, 2)} over seeds. " + note)
+  png = "meta_learning_rates.png"
+  figure = ""
+  if all("curve" in x for r in runs for x in r["results"].values()):
+    if plots is not None:
+      _plot(plots / png, runs, names)
+    figure = (f"\n\n![held-out meta-loss during training]"
+              f"({(plots or pathlib.Path('examples/results')) / png})")
   return (table(["estimator", "population", "meta-optimizer", "learning rate",
                  "held-out meta-loss after training", "change from initialisation (paired)",
                  "seeds"], rows)
-          + f"\n\n{note}\n\n" + commands(runs))
+          + figure + f"\n\n{note}\n\n" + commands(runs))
 
 
 def report(records: list[dict], plots=None) -> dict[str, str]:
   """This example's documentation blocks (``examples.report``): {name: markdown}."""
-  return {"learning_rates": learning_rates(records)}
+  return {"learning_rates": learning_rates(records, plots)}
 
 
 def main(argv=None):

@@ -402,16 +402,19 @@ def test_report_imaml_rows_by_damping_with_the_support_spectrum(tmp_path):
                        "    python -m examples.imaml_omniglot --seed S --out maml/seedS")
 
 
-def test_report_learning_rates_counts_diverged_seeds_apart_from_the_mean():
+def test_report_learning_rates_counts_diverged_seeds_apart_from_the_mean(tmp_path):
   def record(seed, final, diverged_at=None):
     row = {"estimator": "forward_gradient", "population": 1, "optimizer": "sgd", "lr": 1e-4,
-           "start_meta_loss": 6.0, "final_meta_loss": final, "diverged_at": diverged_at}
+           "start_meta_loss": 6.0, "final_meta_loss": final, "diverged_at": diverged_at,
+           "curve": [[0, 6.0], [300, final]]}
     return {"_path": f"meta_learning_rates/seed{seed}", "seed": seed,
             "flags": {"inner_steps": 5, "inner_lr": 0.01, "meta_batch": 4, "steps": 300,
                       "test_tasks": 200, "sigma": 0.01},
             "command": f"python -m examples.meta_learning_rates --seed {seed}",
             "device": {"kind": "cpu", "count": 1}, "results": {"forward_gradient/1:sgd:0.0001": row}}
-  text = meta_learning_rates.report([record(0, 5.0), record(1, 5.5), record(2, float("nan"), 100)])
+  records = [record(0, 5.0), record(1, 5.5), record(2, float("nan"), 100)]
+  text = meta_learning_rates.report(records, tmp_path)
+  assert (tmp_path / "meta_learning_rates.png").stat().st_size > 0
   row = next(l for l in text["learning_rates"].splitlines() if l.startswith("| forward_gradient"))
   assert "5.25 ± 0.35 (1 of 3 diverged) | -0.75 ± 0.35 | 3 |" in row
   assert "--seed S" in text["learning_rates"]
