@@ -157,7 +157,10 @@ def _plot(png: pathlib.Path, runs: list[dict], names: list[str]) -> None:
         continue
       curves = [dict(map(tuple, x["curve"])) for x in res if x["diverged_at"] is None]
       diverged = len(res) - len(curves)
-      label = name.split(":", 1)[1].replace(":", " ") + (
+      c = res[0]
+      size = "" if c["population"] is None else (
+          f"{'K' if estimator == 'forward_gradient' else 'P'} = {c['population']}, ")
+      label = f"{size}{c['optimizer']} {c['lr']:g}" + (
           f" ({diverged}/{len(res)} diverged)" if diverged else "")
       if not curves:
         ax.plot([], [], linestyle="--", label=label)
