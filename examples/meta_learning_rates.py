@@ -236,7 +236,7 @@ def main(argv=None):
   parser.add_argument("--test_tasks", type=int, default=200)
   args = parser.parse_args(argv)
   common.apply_smoke(args, argv, steps=4, log_every=2, checkpoint_every=2, test_tasks=8,
-                     configs=["forward_gradient/2:adam:1e-3", "es_wsr/4:sgd:1"])
+                     configs=["es_wsr/4:sgd:1"])
   common.positive_flags(args, "steps", "inner_steps", "inner_lr", "meta_batch", "sigma",
                         "test_tasks", "log_every", "checkpoint_every")
   configs = [parse_config(c) for c in args.configs]

@@ -27,7 +27,7 @@ SMOKE = {
     "meta_optimizers": (meta_optimizers, [], ["results.json", "LR_w_KLin/metrics.jsonl"]),
     "meta_learning_rates": (meta_learning_rates, [],
                             ["results.json", "es_wsr_P4_sgd_1/learning_curve.png",
-                             "forward_gradient_P2_adam_0.001/checkpoint.npz"]),
+                             "es_wsr_P4_sgd_1/checkpoint.npz"]),
 }
 
 
