@@ -45,8 +45,8 @@ def test_shaped_estimates_align_with_gradient(shaping):
 def test_chunking_does_not_change_result(shaping):
   q = Quadratic(dim=7)
   key = jax.random.PRNGKey(1)
-  run = lambda c: estimators.es(q.loss, q.params, key, sigma=0.1, population=30,
-                                shaping=shaping, chunk_size=c)
+  run = lambda c: jax.jit(lambda p: estimators.es(q.loss, p, key, sigma=0.1, population=30,
+                                                  shaping=shaping, chunk_size=c))(q.params)
   chex.assert_trees_all_close(run(None), run(4), run(7), rtol=1e-5, atol=1e-6)
 
 

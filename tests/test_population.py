@@ -155,12 +155,15 @@ def test_one_pass_sum_is_well_conditioned_with_large_loss_offsets(shaping, antit
   loss = lambda p: 1000.0 + p["x"][0] + 0.5 * p["x"][1]
   key = jax.random.PRNGKey(9)
   population, sigma = 64, np.float32(1e-3)
-  out = flat32(estimators.es(loss, params, key, sigma=sigma, population=population,
-                             antithetic=antithetic, shaping=shaping, chunk_size=4))
+  # Jitted, and the directions drawn by one vmapped program: eager, this test
+  # compiled one small program per op and per direction (22 s -> 8 s cold, 4 cases).
+  out = flat32(jax.jit(lambda p: estimators.es(
+      loss, p, key, sigma=sigma, population=population, antithetic=antithetic, shaping=shaping,
+      chunk_size=4))(params))
   per_unit = 2 if antithetic else 1
-  z = np.stack([np.asarray(_noise.gaussian_direction(key, jnp.int32(u), 40, jnp.float32,
-                                                          antithetic=False))
-                for u in range(population // per_unit)])
+  units = jnp.arange(population // per_unit, dtype=jnp.int32)
+  z = np.asarray(jax.jit(jax.vmap(lambda u: _noise.gaussian_direction(
+      key, u, 40, jnp.float32, antithetic=False)))(units))
   signs = [1.0, -1.0][:per_unit]
   member = lambda s: np.float32(1000.0) + (np.float32(s) * sigma * z[:, 0]) + np.float32(0.5) * (
       np.float32(s) * sigma * z[:, 1])

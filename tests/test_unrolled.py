@@ -131,7 +131,8 @@ def test_stagger_spreads_particles_over_the_horizon():
 
 
 @pytest.mark.parametrize("name", sorted(UNROLLED))
-def test_same_result_on_1_2_4_devices(name):
+def test_same_result_on_1_and_4_devices(name):
+  # Two devices against one: the registry's shard_map column (test_registry.py).
   key = jax.random.PRNGKey(5)
   est, make = UNROLLED[name], getattr(estimators, name)
 
@@ -146,7 +147,7 @@ def test_same_result_on_1_2_4_devices(name):
     return jnp.stack(grads)
 
   single = np.asarray(jax.jit(lambda: run(None))())    # one program, not eager ops
-  for n in (1, 2, 4):
+  for n in (1, 4):
     out = jax.pmap(lambda _: run("d"), axis_name="d", devices=jax.devices()[:n])(jnp.arange(n))
     for device in np.asarray(out):
       np.testing.assert_allclose(device, single, rtol=1e-5, atol=1e-6)
