@@ -73,15 +73,16 @@ def test_unbiased_for_the_full_horizon_gradient(name):
 
 def test_pes_with_regenerated_accumulator_is_the_same_estimator():
   key = jax.random.PRNGKey(3)
-  stored = episode_sum("pes", key)
-  regenerated = episode_sum("pes", key, accumulator="regenerate")
+  stored = jax.jit(lambda k: episode_sum("pes", k))(key)      # one program, not eager ops
+  regenerated = jax.jit(lambda k: episode_sum("pes", k, accumulator="regenerate"))(key)
   np.testing.assert_allclose(regenerated, stored, rtol=1e-5, atol=1e-6)
 
 
 def test_truncated_methods_are_measurably_biased():
   # TBPTT is deterministic here: its sum over the horizon misses every
   # dependence of a window's loss on theta through the carried state.
-  tbptt = np.asarray(episode_sum("truncated_backprop", jax.random.PRNGKey(0)))
+  tbptt = np.asarray(jax.jit(lambda k: episode_sum("truncated_backprop", k))(
+      jax.random.PRNGKey(0)))
   assert np.linalg.norm(tbptt - EXACT) > 0.2 * np.linalg.norm(EXACT)
   samples = many_episodes("truncated_es", 1000)
   mean = samples.mean(0)
