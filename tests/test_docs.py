@@ -22,17 +22,13 @@ def _hook(name: str):
 
 
 def test_every_public_symbol_has_one_api_entry():
-  coverage = _hook("api_coverage")          # what the build itself checks, without building
-  public = {f"{pkg.__name__.split('.')[-1]}.{name}" for pkg in (estimators, models, tasks)
-            for name in pkg.__all__}
-  assert coverage.public() == public
-  entries = coverage.entries(DOCS / "api")
-  assert public - set(entries) == set(), "public but undocumented"
-  assert set(entries) - public == set(), "documented but not public"
-  assert len(entries) == len(set(entries)), "documented twice"
+  coverage = _hook("api_coverage")
+  assert coverage.public() == {f"{pkg.__name__.split('.')[-1]}.{name}"
+                               for pkg in (estimators, models, tasks) for name in pkg.__all__}
+  coverage.on_pre_build({"docs_dir": str(DOCS)})    # what the build checks, without building
 
 
-def test_the_build_refuses_an_undocumented_symbol(tmp_path, monkeypatch):
+def test_the_build_refuses_an_undocumented_symbol(tmp_path):
   import pytest
   from mkdocs.exceptions import PluginError
   coverage = _hook("api_coverage")
@@ -40,7 +36,6 @@ def test_the_build_refuses_an_undocumented_symbol(tmp_path, monkeypatch):
   pages = sorted((DOCS / "api").glob("*.md"))
   for page in pages:
     (tmp_path / "api" / page.name).write_text(page.read_text())
-  coverage.on_pre_build({"docs_dir": str(tmp_path)})       # the real pages pass
   first = tmp_path / "api" / "first-order.md"
   first.write_text(first.read_text().replace("::: metagrad.estimators.es_wsr\n", ""))
   with pytest.raises(PluginError, match="without an API entry: estimators.es_wsr"):
